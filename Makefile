@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   create .venv, install everything, run the curation end to end on embedded defaults
+#   make test   create .venv, install everything, run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+# torch first and pinned for every later install: anything looser pulls a multi-GB CUDA build.
+CONSTRAINT := -c requirements/constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench clean
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/*.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install $(CONSTRAINT) -r requirements/base.txt
+	$(PIP) install $(CONSTRAINT) --no-deps -r requirements/nodeps.txt
+	for f in requirements/extra-*.txt; do if [ -e "$$f" ]; then $(PIP) install $(CONSTRAINT) -r "$$f" || exit 1; fi; done
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: venv
+	RAY_AUTH_MODE=disabled $(BIN)/mocha demo --output demo_out
+
+test: venv
+	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+bench: venv
+	for f in benchmarks/bench_*.py; do $(BIN)/python "$$f" || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

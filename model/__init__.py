@@ -1,0 +1,1 @@
+"""Networks only: DiT, speech-video window attention, audio projector, flow matching, SyncNet, VAE/text-encoder wrappers."""

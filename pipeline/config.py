@@ -1,0 +1,193 @@
+"""Typed configuration of a curation run.
+
+One YAML file (see ``configs/curate.yaml``) validated by these pydantic models: an unknown or
+mistyped key is an error that names it. Every field can be overridden on the command line with
+``--set section.field=value`` (the value is parsed as YAML). Each stage's thresholds live in its
+own class here, with the reasoning next to the default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageResources(Strict):
+    """Ray resources of one stage. ``actors`` > 0 runs the stage in an actor pool of that
+    (maximum) size, loading its model once per actor; 0 runs it as stateless tasks."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    actors: int = Field(1, ge=0)
+    batch_size: int = Field(1, ge=1)
+
+
+class ResourcesConfig(Strict):
+    # Fractional CPUs by default: on a laptop or a 2-core CI box every stage's actor must fit
+    # at once or Ray Data stalls; on a cluster raise these per stage.
+    ingest: StageResources = StageResources(num_cpus=0.5, actors=0)
+    split: StageResources = StageResources(num_cpus=1.0, actors=0)
+    speech: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
+    music: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
+    audio_embed: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=4)
+    visual: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
+    llm: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
+    finalize: StageResources = StageResources(num_cpus=0.25, actors=0, batch_size=4)
+
+
+class RunConfig(Strict):
+    ray_address: Optional[str] = None  # None: embedded local Ray; "auto" or ray://host:10001 for a cluster
+    num_cpus: Optional[int] = None  # local Ray only; None = all cores
+    strict_models: bool = False  # a missing model is an error before any work starts
+    resume: bool = True  # skip sources and clips already committed in the output dir
+    max_shard_bytes: int = Field(256 * 1024**2, ge=1024)
+    max_shard_rows: int = Field(2000, ge=1)
+    models_dir: Optional[str] = None  # default: $MOCHA_MODELS_DIR or ~/.cache/mocha/models
+    progress: bool = True
+
+
+class IngestConfig(Strict):
+    video_extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts"]
+    # Inputs larger than this are refused with a ledger reason instead of tying up a worker.
+    max_bytes: int = Field(20 * 1024**3, ge=1)
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+
+
+class ScenesConfig(Strict):
+    detector: Literal["adaptive", "content", "threshold", "histogram", "hash"] = "adaptive"
+    # Extra keyword arguments of the PySceneDetect detector (e.g. {"threshold": 27.0});
+    # empty means the detector's own published defaults.
+    detector_args: dict[str, Any] = {}
+    # PySceneDetect downscale factor for the analysis decode; 0 = its automatic choice
+    # (about 256 px wide), which is what its published goldens use.
+    downscale: int = Field(0, ge=0)
+    # MoCha trains on short shots; below 2 s there is too little speech to learn lip motion,
+    # above 10 s a clip no longer fits a training sample, so long scenes become windows.
+    min_clip_s: float = Field(2.0, gt=0)
+    max_clip_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_clip_s < self.min_clip_s:
+            raise ValueError(f"scenes.max_clip_s ({self.max_clip_s}) < scenes.min_clip_s ({self.min_clip_s})")
+        return self
+
+
+class ClipsConfig(Strict):
+    fps: float = Field(25.0, gt=0)  # SyncNet and the trainer both assume 25 fps
+    # Longest side of the stored clip; larger sources are downscaled (aspect kept, even sizes).
+    max_side: int = Field(1280, ge=64)
+    crf: int = Field(20, ge=0, le=51)
+    preset: str = "veryfast"
+    audio_rate: Literal[16000] = 16000  # Silero VAD, Wav2Vec2 and SyncNet all take 16 kHz
+    audio_format: Literal["flac", "wav"] = "flac"
+
+
+class SpeechConfig(Strict):
+    threshold: float = Field(0.5, gt=0, lt=1)  # Silero speech probability
+    min_speech_duration_ms: int = 250
+    min_silence_duration_ms: int = 300
+    # A talking-character clip should be mostly speech: below this it cannot be st2v.
+    min_speech_ratio: float = Field(0.5, ge=0, le=1)
+    # Digital silence (peak below this) is reported as such rather than as "no speech".
+    silence_peak: float = Field(1e-4, ge=0)
+
+
+class MusicConfig(Strict):
+    backend: Literal["auto", "demucs", "snr"] = "auto"  # auto: demucs when its weights exist
+    demucs_model: str = "htdemucs"
+    # Above this share of non-vocal energy the speech is too buried for lip-sync learning.
+    max_music_ratio: float = Field(0.35, ge=0, le=1)
+    frame_ms: int = Field(32, ge=8)
+
+
+class AudioEmbedConfig(Strict):
+    enabled: bool = True
+    model: str = "facebook/wav2vec2-base-960h"  # hub id, registry name or local path
+    # Which hidden state to keep: -1 = last layer.
+    layer: int = -1
+    max_seconds_per_pass: float = Field(30.0, gt=0)
+
+
+class CurateConfig(Strict):
+    inputs: list[str] = []
+    output: str = "out"
+    run: RunConfig = RunConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    ingest: IngestConfig = IngestConfig()
+    scenes: ScenesConfig = ScenesConfig()
+    clips: ClipsConfig = ClipsConfig()
+    speech: SpeechConfig = SpeechConfig()
+    music: MusicConfig = MusicConfig()
+    audio_embed: AudioEmbedConfig = AudioEmbedConfig()
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_input(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _format_validation(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'")
+        else:
+            lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
+    return "invalid config: " + "; ".join(lines)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` to nested dict ``data`` (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form section.key=value")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {assignment!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {assignment!r}: value is not valid YAML ({e})") from e
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {assignment!r}: '{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> CurateConfig:
+    """Load YAML (or the embedded defaults), apply ``--set`` overrides and top-level values."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    for o in overrides:
+        apply_override(data, o)
+    for k, v in top.items():
+        if v is not None:
+            data[k] = v
+    try:
+        return CurateConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None

@@ -1,0 +1,1 @@
+"""Trainer: DataModule, curriculum sampler, LightningModule, generation, evaluation."""
