@@ -54,6 +54,11 @@ class ClipStage:
         return {**columns, "_reject": reason}
 
     @staticmethod
+    def reject_at(stage: str, reason: str, **columns: Any) -> dict:
+        """Reject, naming a sub-stage (a composite stage such as faces+sync+motion)."""
+        return {**columns, "_reject": reason, "_stage": stage}
+
+    @staticmethod
     def block_st2v(reason: str, **columns: Any) -> dict:
         """The clip cannot be st2v (no usable speech) but may still be t2v."""
         return {**columns, "_block_st2v": reason}
@@ -95,12 +100,13 @@ def run_stage(stage: ClipStage, row: dict) -> dict:
     info = out.pop("_backend", None)
     merge_backend(row, stage.name, info if info is not None else stage.backend())
     reason = out.pop("_reject", None)
+    reject_stage = out.pop("_stage", stage.name)
     block = out.pop("_block_st2v", None)
     row.update(out)
     if reason is not None and is_alive(row):
-        row["reject_stage"] = stage.name
+        row["reject_stage"] = reject_stage
         row["reject_reason"] = reason
         row["status"] = "rejected"
     if block is not None and row.get("st2v_block") is None:
-        row["st2v_block"] = f"{stage.name}: {block}"
+        row["st2v_block"] = f"{reject_stage}: {block}"
     return row
