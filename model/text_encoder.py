@@ -18,7 +18,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .vae import DEFAULT_VAE, missing_model_error, resolve_model_path
+from .vae import missing_model_error, resolve_model_path
+
+# Registry name of the production encoder (see pipeline/models.py and `mocha models fetch`).
+DEFAULT_TEXT_ENCODER = "umt5-xxl"
 
 TINY_LABEL = "tiny-random-t5 (untrained, byte tokenizer, smoke tests only)"
 
@@ -57,8 +60,9 @@ def build_tiny_text_encoder(path: str | Path, d_model: int = 32, seed: int = 0) 
 
 @dataclass
 class TextEncoderConfig:
-    name_or_path: str = DEFAULT_VAE
-    # Wan's diffusers repo keeps model and tokenizer in subfolders; a flat dir needs neither
+    name_or_path: str = DEFAULT_TEXT_ENCODER
+    # A full Wan diffusers repo keeps model and tokenizer in these subfolders; they are used
+    # only when present, so a flat checkpoint dir (google/umt5-xxl, t5-base) loads as well
     subfolder: Optional[str] = "text_encoder"
     tokenizer_subfolder: Optional[str] = "tokenizer"
     max_length: int = 512  # structured MoCha prompts are long; Wan uses 512 tokens

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 # Registry name of the production VAE (see pipeline/models.py and `mocha models fetch`).
-DEFAULT_VAE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+DEFAULT_VAE = "wan2.1-vae"
 TINY_LABEL = "tiny-random-wan-vae (untrained, smoke tests only)"
 
 
@@ -38,26 +38,19 @@ def missing_model_error(name: str, err: Exception | None = None) -> ModelNotAvai
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A local directory wins; else the registry's cache dir (when pipeline.models exists);
-    else the name is passed on as a hub id for the local HF cache."""
+    """A local directory wins; else the project's model registry (``pipeline.models``, which
+    knows the cache dir that ``mocha models fetch`` fills); without the registry the name is
+    passed on as a hub id, to be found in the local Hugging Face cache only."""
     if os.path.isdir(name_or_path):
         return name_or_path
-    try:  # the lead's registry; optional so that model/ stays importable without pipeline/
-        from pipeline import models as registry  # type: ignore
-
-        for fn in ("local_path", "resolve", "model_path"):
-            f = getattr(registry, fn, None)
-            if f is None:
-                continue
-            try:
-                p = f(name_or_path)
-            except Exception:
-                continue
-            if p and os.path.isdir(str(p)):
-                return str(p)
+    try:  # optional so that model/ stays importable on its own
+        from pipeline.models import ModelMissing, resolve_model
     except ImportError:
-        pass
-    return name_or_path
+        return name_or_path
+    try:
+        return resolve_model(name_or_path)
+    except ModelMissing as e:
+        raise ModelNotAvailable(str(e)) from None
 
 
 def tiny_vae_config(latent_channels: int = 4) -> dict:
