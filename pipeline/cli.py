@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "pipeline.curate_cli",  # mocha curate
     "pipeline.models_cli",  # mocha models list|fetch|verify
     "pipeline.demo",  # mocha demo
+    "pipeline.audit.cli",  # mocha audit
 ]
 
 

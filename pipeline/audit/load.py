@@ -1,0 +1,171 @@
+"""Schema-checked reading of a curated output directory.
+
+Every shard goes through :func:`schemas.rows.read_table`; a shard that fails the schema check is
+recorded (path + message) instead of stopping the audit, so the report can show it as a failed
+check. Heavy binary columns (video, audio, embeddings) are not loaded for every row: the audit
+keeps only whether each row has audio / an embedding, and fetches video bytes just for the few
+rows shown in the gallery.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.rows import TRACKS, SchemaError, check_schema, clip_schema, ledger_schema, read_table
+
+# Columns of clip rows the audit reads in full; the binary ones are reduced to flags.
+_HEAVY = ("video", "audio", "audio_emb", "latents")
+# Rows per batch when reducing heavy columns to null flags: bounds memory for long clips with
+# per-frame embeddings (a 2,000-row shard of 10 s clips holds ~0.5 GB of float16 vectors).
+_FLAG_BATCH_ROWS = 256
+
+
+@dataclass
+class SchemaProblem:
+    path: str
+    message: str
+
+
+@dataclass
+class AuditData:
+    output_dir: Path
+    clips: pa.Table  # st2v + t2v rows without heavy columns, plus has_audio/has_emb/_shard/_row
+    ledger: pa.Table
+    run: dict = field(default_factory=dict)
+    run_problem: Optional[str] = None
+    schema_problems: list[SchemaProblem] = field(default_factory=list)
+    shard_files: dict[str, list[str]] = field(default_factory=dict)  # dir name -> relative paths
+
+
+def _parquet_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.glob("*.parquet") if p.is_file()) if d.is_dir() else []
+
+
+def _light_clip_columns() -> list[str]:
+    return [n for n in clip_schema().names if n not in _HEAVY]
+
+
+def _null_flags(path: Path, column: str) -> pa.Array:
+    """Boolean array: row has a non-null ``column``. Reads in batches to bound memory."""
+    pf = pq.ParquetFile(path)
+    parts = [pc.is_valid(b.column(0)) for b in pf.iter_batches(batch_size=_FLAG_BATCH_ROWS, columns=[column])]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.bool_())
+
+
+def _read_clip_shard(path: Path, rel: str) -> pa.Table:
+    light = [c for c in _light_clip_columns() if c in pq.read_schema(path).names]
+    t = read_table(str(path), "clip", columns=light)
+    # read_table has checked the schema; the flags only need the validity of two columns.
+    t = t.append_column("has_audio", _null_flags(path, "audio"))
+    t = t.append_column("has_emb", _null_flags(path, "audio_emb"))
+    t = t.append_column("_shard", pa.array([rel] * t.num_rows, pa.string()))
+    return t.append_column("_row", pa.array(range(t.num_rows), pa.int64()))
+
+
+def _empty_clips() -> pa.Table:
+    schema = clip_schema()
+    fields = [schema.field(n) for n in _light_clip_columns()]
+    fields += [pa.field("has_audio", pa.bool_()), pa.field("has_emb", pa.bool_()),
+               pa.field("_shard", pa.string()), pa.field("_row", pa.int64())]
+    return pa.schema([f.with_nullable(True) for f in fields]).empty_table()
+
+
+def _conform(t: pa.Table, empty: pa.Table) -> pa.Table:
+    """``t`` with exactly the columns of ``empty``: optional columns a shard lacks become nulls
+    (the schema check only requires the contract's columns)."""
+    cols = []
+    for f in empty.schema:
+        if f.name in t.column_names:
+            c = t.column(f.name)
+            if not c.type.equals(f.type):
+                try:
+                    c = c.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    c = pa.nulls(t.num_rows, f.type)  # an optional column of a foreign type
+            cols.append(c)
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=empty.schema)
+
+
+def _concat(tables: list[pa.Table], empty: pa.Table) -> pa.Table:
+    if not tables:
+        return empty
+    return pa.concat_tables([_conform(t, empty) for t in tables])
+
+
+def load_output(output_dir: str | Path) -> AuditData:
+    """Read run.json, every clip shard and every ledger shard under ``output_dir``."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: not a directory (expected the OUTPUT dir of `mocha curate`)")
+    problems: list[SchemaProblem] = []
+    files: dict[str, list[str]] = {}
+    clips: list[pa.Table] = []
+    for track in TRACKS:
+        for p in _parquet_files(out / track):
+            rel = str(p.relative_to(out))
+            files.setdefault(track, []).append(rel)
+            try:
+                clips.append(_read_clip_shard(p, rel))
+            except SchemaError as e:
+                problems.append(SchemaProblem(rel, str(e)))
+    ledgers: list[pa.Table] = []
+    for p in _parquet_files(out / "ledger"):
+        rel = str(p.relative_to(out))
+        files.setdefault("ledger", []).append(rel)
+        try:
+            ledgers.append(read_table(str(p), "ledger"))
+        except SchemaError as e:
+            problems.append(SchemaProblem(rel, str(e)))
+    run, run_problem = {}, None
+    run_path = out / "run.json"
+    if not run_path.is_file():
+        run_problem = "run.json is missing"
+    else:
+        try:
+            run = json.loads(run_path.read_text())
+            if not isinstance(run, dict):
+                run, run_problem = {}, "run.json does not hold a JSON object"
+        except (OSError, ValueError) as e:
+            run_problem = f"run.json is not valid JSON ({e})"
+    empty_ledger = pa.schema([f.with_nullable(True) for f in ledger_schema()]).empty_table()
+    return AuditData(
+        output_dir=out,
+        clips=_concat(clips, _empty_clips()),
+        ledger=_concat(ledgers, empty_ledger),
+        run=run,
+        run_problem=run_problem,
+        schema_problems=problems,
+        shard_files=files,
+    )
+
+
+def read_videos(output_dir: Path, picks: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+    """Video bytes of the given (shard, row) pairs, reading each shard's video column once."""
+    by_shard: dict[str, list[int]] = {}
+    for shard, row in picks:
+        by_shard.setdefault(shard, []).append(row)
+    got = {}
+    for shard, rows in by_shard.items():
+        path = Path(output_dir) / shard
+        check_schema(pq.read_schema(path), "clip", where=shard)
+        pf = pq.ParquetFile(path)
+        # Walk row groups so only those holding a picked row are decompressed.
+        want = sorted(set(rows))
+        start = 0
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            inside = [r for r in want if start <= r < start + n]
+            if inside:
+                col = pf.read_row_group(g, columns=["video"]).column(0)
+                for r in inside:
+                    got[(shard, r)] = col[r - start].as_py()
+            start += n
+    return got

@@ -1,0 +1,121 @@
+"""Hand-made output directories with the real shard schemas: for the audit's tests and its
+benchmark (a dataset of any size without running the pipeline)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from schemas.rows import SHOT_SIZES, backends_json, clip_schema, ledger_schema, rows_to_table
+
+BACKENDS = {"speech": {"backend": "silero_vad"}, "music": {"backend": "snr", "reason": "demucs weights absent"},
+            "audio_embed": {"backend": "wav2vec2", "model": "tiny-random"}, "faces": {"backend": "yunet"}}
+
+
+def tiny_video(frames: int = 6, size: int = 32, fps: float = 25.0, seed: int = 0) -> bytes:
+    """A real H.264 mp4 of a few random frames (for gallery thumbnails)."""
+    from pipeline.media import encode_mp4
+
+    rng = np.random.default_rng(seed)
+    return encode_mp4([rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(frames)], fps)
+
+
+def caption_json(i: int, shot_size: str = "close_up") -> str:
+    """A caption valid against schemas.caption (the one the audit validates with)."""
+    try:
+        from schemas.caption import Caption, dumps
+    except ImportError:  # the caption model is not there: any JSON object passes the audit
+        return json.dumps({"summary": f"person {i} talks to the camera"})
+    cap = Caption.model_validate({
+        "characters": [{"tag": "Person1", "appearance": f"person {i}, dark jacket", "speaking": True}],
+        "environment": {"setting": "indoors"},
+        "camera": {"shot_size": shot_size if shot_size != "no_face" else None},
+        "summary": f"Person1 talks to the camera ({i}).",
+    })
+    return dumps(cap)
+
+
+def clip_row(i: int, source: int = 0, track: str = "st2v", video: bytes = b"", dim: int = 8,
+             span_s: float = 2.0, fps: float = 25.0, shot_size: Optional[str] = None) -> dict:
+    """Clip ``i`` of source ``source``: consecutive, non-overlapping spans of ``span_s``."""
+    sha = hashlib.sha256(f"source-{source}".encode()).hexdigest()
+    start = i * span_s
+    rng = np.random.default_rng(i)
+    st2v = track == "st2v"
+    frames = int(span_s * fps)
+    shot_size = shot_size or SHOT_SIZES[i % 4]
+    return {
+        "clip_id": hashlib.sha256(f"{sha}:{i}".encode()).hexdigest()[:24],
+        "source_uri": f"file:///data/source_{source}.mp4", "source_sha256": sha,
+        "start_s": start, "end_s": start + span_s,
+        "start_frame": int(round(start * fps)), "end_frame": int(round((start + span_s) * fps)),
+        "fps": fps, "width": 32, "height": 32, "track": track,
+        "speech_ratio": float(rng.uniform(0.5, 1.0)) if st2v else float(rng.uniform(0, 0.1)),
+        "music_ratio": float(rng.uniform(0, 0.3)), "num_faces": 1,
+        "shot_size": shot_size,
+        "sync_offset": int(rng.integers(-3, 4)) if st2v else None,
+        "sync_conf": float(rng.uniform(3, 9)) if st2v else None,
+        "sync_dist": float(rng.uniform(5, 9)) if st2v else None,
+        "motion_score": float(rng.uniform(0.2, 3.0)),
+        "caption": caption_json(i, shot_size), "prompt": f"A person {i} talks to the camera, indoors.",
+        "video": video,
+        "audio": b"fLaC-fake" if st2v else None,
+        "audio_emb": (np.zeros((2, dim), np.float16).tolist() if st2v else None),
+        "backends": backends_json(BACKENDS),
+        "num_frames": frames, "face_height_ratio": float(rng.uniform(0.1, 0.6)),
+    }
+
+
+def ledger_row(clip: dict, status: Optional[str] = None, **kw) -> dict:
+    keys = ("source_uri", "source_sha256", "clip_id", "start_s", "end_s", "start_frame", "end_frame",
+            "speech_ratio", "music_ratio", "num_faces", "shot_size", "sync_offset", "sync_conf", "sync_dist",
+            "motion_score", "backends")
+    row = {k: clip.get(k) for k in keys}
+    row["status"] = status or clip["track"]
+    if row["status"] == "t2v":
+        row["route_reason"] = "no_speech"
+    row.update(kw)
+    return row
+
+
+def write_output(out: Path, clips: list[dict], ledger: list[dict], dim: int = 8,
+                 run: Optional[dict] = None, rows_per_shard: int = 2000) -> Path:
+    """Write ``clips`` into st2v/ and t2v/ by their track, ``ledger`` into ledger/, and run.json."""
+    out = Path(out)
+    schema = clip_schema(dim)
+    for track in ("st2v", "t2v"):
+        rows = [c for c in clips if c["track"] == track]
+        (out / track).mkdir(parents=True, exist_ok=True)
+        for k in range(0, len(rows), rows_per_shard):
+            pq.write_table(rows_to_table(rows[k:k + rows_per_shard], schema), out / track / f"part-{k // rows_per_shard:05d}.parquet")
+    (out / "ledger").mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows_to_table(ledger, ledger_schema()), out / "ledger" / "part-00000.parquet")
+    (out / "run.json").write_text(json.dumps(run or {"versions": {"mocha": "test"}, "counts": {"clips": len(clips)}}))
+    return out
+
+
+def synthetic_output(out: Path, n_clips: int, video: Optional[bytes] = None, dim: int = 8,
+                     reject_every: int = 4, t2v_every: int = 5, sources: int = 20) -> Path:
+    """A consistent output dir: ``n_clips`` ledger clip rows over ``sources`` sources, every
+    ``reject_every``-th rejected (by one of three stages), every ``t2v_every``-th kept one in t2v."""
+    video = tiny_video() if video is None else video
+    per_source = max(1, -(-n_clips // sources))
+    clips, ledger = [], []
+    stages = [("speech", "speech_ratio below threshold"), ("faces", "no face"), ("motion", "static")]
+    for i in range(n_clips):
+        track = "t2v" if i % t2v_every == 0 else "st2v"
+        c = clip_row(i % per_source, source=i // per_source, track=track, video=video, dim=dim)
+        c["clip_id"] = f"{c['clip_id']}-{i}"
+        if i % reject_every == reject_every - 1:
+            stage, reason = stages[i % 3]
+            ledger.append(ledger_row(c, "rejected", reject_stage=stage, reject_reason=reason))
+        else:
+            clips.append(c)
+            ledger.append(ledger_row(c))
+    ledger.append({"source_uri": "file:///data/broken.mp4", "status": "error", "reject_stage": "probe",
+                   "reject_reason": "cannot open media"})
+    return write_output(out, clips, ledger, dim=dim)
