@@ -177,6 +177,89 @@ class CaptionConfig(Strict):
     min_sync_conf_speaking: float = Field(1.0, ge=0)
 
 
+class FacesConfig(Strict):
+    # auto: SCRFD when scrfd_onnx is set, else YuNet when yunet_onnx is set, else the Haar
+    # cascade that ships inside OpenCV (no download; labelled "opencv-haar" in backends).
+    backend: Literal["auto", "scrfd", "yunet", "haar"] = "auto"
+    scrfd_onnx: Optional[str] = None  # insightface SCRFD export (research licence: user-supplied)
+    yunet_onnx: Optional[str] = None  # OpenCV zoo YuNet (face_detection_yunet_2023mar.onnx)
+    # SCRFD-500M scores real faces 0.7-0.9 and background below 0.2; 0.5 is insightface's default.
+    scrfd_score: float = Field(0.5, gt=0, lt=1)
+    # YuNet below ~0.6 reports occasional false second faces on real clips; 0.7 keeps true ones (>0.9).
+    yunet_score: float = Field(0.7, gt=0, lt=1)
+    # Haar has no score; more neighbours = fewer false positives on texture (leaves, gratings).
+    haar_min_neighbors: int = Field(6, ge=1)
+    # One shared decode at this longest side feeds faces, mouth crops and motion: a face of a
+    # full-body portrait shot is still ~80 px tall at 640, enough for detection and mouth motion.
+    analysis_max_side: int = Field(640, ge=128)
+    # Detect every Nth frame (boxes interpolated between): faces move little in 80 ms at 25 fps.
+    detect_every: int = Field(2, ge=1)
+    # Faces smaller than this (px at the analysis size) are too small to learn lip motion from.
+    min_face_px: int = Field(24, ge=4)
+    iou_threshold: float = Field(0.3, gt=0, lt=1)  # same face in consecutive detections
+    # A track survives this many missed detections (blinks of the detector, brief occlusion).
+    max_gap: int = Field(6, ge=0)
+    # A track shorter than this many detections is a false positive, not a character.
+    min_track_len: int = Field(5, ge=1)
+    # A track counts as an on-screen character when present in this share of sampled frames.
+    min_track_coverage: float = Field(0.3, gt=0, le=1)
+
+
+class ShotConfig(Strict):
+    """Shot size from the dominant face box height / frame height.
+
+    Detector boxes run brow to chin, about 1/8 of a standing person's height. Whole body in frame
+    (wide) gives boxes under ~0.15 of the frame; waist up (medium, ~3.5 heads visible) 0.15-0.25;
+    chest up (medium close-up, ~2.5 heads) 0.25-0.45; head and shoulders (close-up) above 0.45.
+    Haar boxes run ~10 % smaller than YuNet/SCRFD ones, so no default sits within 10 % of a
+    typical framing.
+    """
+
+    close_up: float = Field(0.45, gt=0, le=1)
+    medium_close_up: float = Field(0.25, gt=0, le=1)
+    medium: float = Field(0.15, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not (self.close_up > self.medium_close_up > self.medium):
+            raise ValueError("shot thresholds must satisfy close_up > medium_close_up > medium")
+        return self
+
+
+class SyncConfig(Strict):
+    # auto: SyncNet when syncnet_checkpoint is set, else the weight-free av-correlation backend.
+    backend: Literal["auto", "syncnet", "av-correlation"] = "auto"
+    syncnet_checkpoint: Optional[str] = None  # syncnet_v2.model (joonson/syncnet_python layout)
+    vshift: int = Field(15, ge=1, le=50)  # published search range: +-15 frames = +-0.6 s at 25 fps
+    # SyncNet confidence: curation pipelines (e.g. LatentSync's) keep clips with conf >= 3.
+    syncnet_min_conf: float = Field(3.0, ge=0)
+    # av-correlation confidence = peak correlation - median correlation over the shifts; real
+    # aligned talking clips measure 0.2-0.3, speech on a still face or music near 0.1.
+    avcorr_min_conf: float = Field(0.15, ge=0)
+    # Offsets beyond this are not trusted enough to re-align (a real A/V lag rarely exceeds
+    # 0.4 s); such clips keep their audio and are blocked from st2v.
+    max_realign_offset: int = Field(10, ge=0)
+    syncnet_batch: int = Field(20, ge=1)  # published batch size
+
+
+class MotionConfig(Strict):
+    method: Literal["dis", "farneback"] = "dis"
+    # Flow runs on the shared decode shrunk to this width: motion_score is px/frame at this size.
+    analysis_width: int = Field(256, ge=32)
+    frame_step: int = Field(2, ge=1)  # flow between frames t and t+step, divided by step
+    # A still picture with audio measures ~0.0x px/frame (codec noise); a talking head >= 0.2.
+    static_max: float = Field(0.08, ge=0)
+    # Above ~4 % of the frame width per frame the clip is shaky or fast action, not a speaker.
+    chaotic_min: float = Field(10.0, gt=0)
+
+
+class VisualConfig(Strict):
+    faces: FacesConfig = FacesConfig()
+    shot: ShotConfig = ShotConfig()
+    sync: SyncConfig = SyncConfig()
+    motion: MotionConfig = MotionConfig()
+
+
 class CurateConfig(Strict):
     inputs: list[str] = []
     output: str = "out"
@@ -191,6 +274,7 @@ class CurateConfig(Strict):
     llm: LLMConfig = LLMConfig()
     character: CharacterFilterConfig = CharacterFilterConfig()
     caption: CaptionConfig = CaptionConfig()
+    visual: VisualConfig = VisualConfig()
 
     @field_validator("inputs", mode="before")
     @classmethod
