@@ -18,6 +18,10 @@ Source = Union[str, bytes, BinaryIO]
 
 AUDIO_RATE = 16000
 
+# FFmpeg's own chatter (x264 stats, container warnings) would drown the progress display;
+# real failures still surface as exceptions.
+av.logging.set_level(av.logging.ERROR)
+
 
 class MediaError(RuntimeError):
     """A file that cannot be opened, probed, decoded or encoded."""

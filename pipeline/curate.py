@@ -1,0 +1,220 @@
+"""Run a curation job: preflight, Ray (or in-process) execution, shard writing, run.json, summary."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from pipeline.config import CurateConfig
+from pipeline.ingest import expand_inputs
+from pipeline.models import ModelMissing, resolve_model
+from pipeline.writer import ShardWriter, read_ledger
+from schemas.rows import DEFAULT_AUDIO_EMB_DIM, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = ["torch", "ray", "pyarrow", "av", "scenedetect", "silero-vad", "transformers", "diffusers",
+              "onnxruntime", "opencv-python-headless", "demucs", "insightface", "mocha-data"]
+
+
+class CurateError(RuntimeError):
+    pass
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def model_checks(cfg: CurateConfig) -> list[tuple[str, str]]:
+    """(stage, problem) for every configured model that is not available locally."""
+    missing = []
+    if cfg.audio_embed.enabled:
+        try:
+            resolve_model(cfg.audio_embed.model, cfg.run.models_dir)
+        except ModelMissing as e:
+            missing.append(("audio_embed", str(e)))
+    if cfg.music.backend != "snr":
+        try:
+            resolve_model(cfg.music.demucs_model, cfg.run.models_dir)
+        except ModelMissing as e:
+            if cfg.music.backend == "demucs":
+                raise CurateError(f"music.backend=demucs but {e}") from None
+            missing.append(("music", str(e)))
+    return missing
+
+
+def audio_emb_dim(cfg: CurateConfig) -> int:
+    """Hidden size of the configured Wav2Vec2 (from its config, no weights loaded)."""
+    try:
+        path = resolve_model(cfg.audio_embed.model, cfg.run.models_dir)
+        with open(Path(path) / "config.json") as f:
+            return int(json.load(f)["hidden_size"])
+    except (ModelMissing, OSError, KeyError, ValueError):
+        return DEFAULT_AUDIO_EMB_DIM
+
+
+def _reason_key(reason: Optional[str]) -> str:
+    if not reason:
+        return "?"
+    return reason.split(":")[0].split(" ")[0]
+
+
+def summarize(out: Path) -> dict:
+    t = read_ledger(out).to_pylist()
+    status = Counter(r["status"] for r in t)
+    hours = Counter()
+    for r in t:
+        if r["status"] in ("st2v", "t2v") and r["start_s"] is not None:
+            hours[r["status"]] += (r["end_s"] - r["start_s"]) / 3600.0
+    rejects = Counter((r["reject_stage"] or "?", _reason_key(r["reject_reason"])) for r in t
+                      if r["status"] in ("rejected", "error"))
+    routes = Counter(_reason_key(r["route_reason"]) for r in t if r["status"] == "t2v")
+    backends: dict[str, Counter] = {}
+    for r in t:
+        for stage, info in json.loads(r["backends"] or "{}").items():
+            label = info.get("backend") if isinstance(info, dict) else str(info)
+            if label is None and isinstance(info, dict):
+                label = ",".join(f"{k}={v}" for k, v in sorted(info.items()) if isinstance(v, str))
+            backends.setdefault(stage, Counter())[str(label)] += 1
+    return {
+        "inputs": len({r["source_uri"] for r in t}),
+        "clips": sum(1 for r in t if r["clip_id"] is not None),
+        "status": dict(status),
+        "hours": {k: round(v, 6) for k, v in hours.items()},
+        "rejects": {f"{s}/{k}": n for (s, k), n in sorted(rejects.items())},
+        "t2v_reasons": dict(routes),
+        "backends": {s: dict(c) for s, c in backends.items()},
+    }
+
+
+def print_summary(summary: dict, warnings: list[str], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(stderr=True)
+    t = Table(title="curation summary")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("inputs", str(summary["inputs"]))
+    t.add_row("clips", str(summary["clips"]))
+    for track in ("st2v", "t2v"):
+        t.add_row(f"{track} clips", str(summary["status"].get(track, 0)))
+        t.add_row(f"{track} hours", f"{summary['hours'].get(track, 0.0):.4f}")
+    for k in ("rejected", "error"):
+        t.add_row(k, str(summary["status"].get(k, 0)))
+    console.print(t)
+    if summary["rejects"]:
+        r = Table(title="rejects by stage / reason")
+        r.add_column("stage/reason")
+        r.add_column("rows", justify="right")
+        for k, n in summary["rejects"].items():
+            r.add_row(k, str(n))
+        console.print(r)
+    if summary["t2v_reasons"]:
+        console.print("t2v (no usable speech) because: " + ", ".join(f"{k}={n}" for k, n in summary["t2v_reasons"].items()))
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    if not cfg.inputs:
+        raise CurateError("no inputs: pass files, directories, globs or URIs (or set `inputs:` in the config)")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    missing = model_checks(cfg)
+    if missing and cfg.run.strict_models:
+        raise CurateError("--strict-models: missing models:\n  " + "\n  ".join(f"{s}: {m}" for s, m in missing))
+    warnings = [f"{s}: {m} -> running the embedded fallback, labelled in `backends`" for s, m in missing]
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+    items = expand_inputs(cfg.inputs, cfg.ingest)
+    writer = ShardWriter(out, audio_emb_dim(cfg), cfg.run.max_shard_bytes, cfg.run.max_shard_rows,
+                         on_source=_source_hook(cfg))
+    if cfg.run.resume:
+        todo = [i for i in items if i["source_uri"] not in writer.done]
+    else:
+        if writer.done:
+            raise CurateError(f"{out} already holds committed shards; use another --output or enable run.resume")
+        todo = items
+    skipped = len(items) - len(todo)
+    if skipped:
+        console.print(f"resume: {skipped} of {len(items)} inputs already committed in {out}, skipping them")
+
+    rows_iter = _rows(todo, cfg, runner) if todo else iter(())
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[clips]} clips"),
+                  TimeElapsedColumn(), console=console, disable=not cfg.run.progress, transient=False) as prog:
+        task = prog.add_task("sources", total=len(todo), clips=0)
+        nclips = 0
+        for row in rows_iter:
+            done = writer.add(row)
+            if row.get("clip_id") is not None:
+                nclips += 1
+            if done is not None:
+                prog.update(task, advance=1, clips=nclips)
+        writer.close()
+
+    summary = summarize(out)
+    run = {
+        "schema_version": SCHEMA_VERSION,
+        "config": json.loads(cfg.model_dump_json()),
+        "versions": versions(),
+        "runner": runner,
+        "command": sys.argv,
+        "started_at": started,
+        "finished_at": time.time(),
+        "wall_s": round(time.time() - started, 3),
+        "inputs_this_run": len(todo),
+        "inputs_skipped_resume": skipped,
+        "warnings": warnings,
+        "counts": summary,
+    }
+    tmp = out / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=1))
+    os.replace(tmp, out / "run.json")
+    print_summary(summary, warnings, console)
+    return run
+
+
+def _source_hook(cfg: CurateConfig):
+    """Called by the writer with all rows of one finished source (multi-clip grouping)."""
+    return None
+
+
+def _rows(items: list[dict], cfg: CurateConfig, runner: str):
+    from pipeline import plan
+
+    if runner == "local":
+        yield from plan.iter_local(items, cfg)
+        return
+    import ray
+
+    if not ray.is_initialized():
+        if cfg.run.ray_address:
+            ray.init(address=cfg.run.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own progress display reports sources and clips
+    ctx.print_on_execution_start = False
+    yield from plan.iter_ray(items, cfg)

@@ -1,0 +1,167 @@
+"""One sample from its shard row(s): frames at the training fps in a resolution bucket, audio
+features aligned per frame and cut to the same window, the prompt.
+
+Per-sample data problems raise :class:`SampleError` (the loader skips the sample and counts
+it); configuration problems raise other errors and stop the run with their message.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from pipeline.media import MediaError, iter_frames, resample_times
+from training.data.config import DataConfig
+
+
+class SampleError(RuntimeError):
+    """This sample cannot be decoded (corrupt bytes, missing columns); skip it."""
+
+
+class MissingAudioFeatures(RuntimeError):
+    """An st2v row has no audio_emb and no audio model is configured (a config error)."""
+
+
+@dataclass
+class Sample:
+    key: str
+    track: str
+    shot_size: str
+    prompt: str
+    frames: np.ndarray  # uint8 [T, H, W, 3], zero-padded after num_frames
+    audio_emb: np.ndarray  # float32 [T, D], zero-padded; zeros for text-only samples
+    has_audio: bool
+    num_frames: int  # valid frames before padding
+    latents: Optional[np.ndarray] = None
+
+
+def choose_bucket(width: int, height: int, buckets: list[list[int]]) -> int:
+    """Bucket [h, w] whose aspect ratio is nearest (in log scale) to the clip's."""
+    a = math.log(max(width, 1) / max(height, 1))
+    return int(np.argmin([abs(a - math.log(b[1] / b[0])) for b in buckets]))
+
+
+def frame_counts(totals: list[int], length: int) -> list[int]:
+    """Frames taken from each member of a sample of ``length`` frames: an equal share each
+    (so every clip of a group appears), then spare length to members that have more."""
+    n = len(totals)
+    counts = [min(t, length // n + (1 if i < length % n else 0)) for i, t in enumerate(totals)]
+    spare = length - sum(counts)
+    for i, t in enumerate(totals):
+        if spare <= 0:
+            break
+        extra = min(spare, t - counts[i])
+        counts[i] += extra
+        spare -= extra
+    return counts
+
+
+def _cover_size(w: int, h: int, bh: int, bw: int) -> tuple[int, int]:
+    s = max(bw / w, bh / h)
+    return max(bw, int(math.ceil(w * s))), max(bh, int(math.ceil(h * s)))
+
+
+def decode_window(video: bytes, src_fps: float, fps: float, start: int, count: int,
+                  bucket: tuple[int, int], src_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``start .. start+count`` of the clip resampled to ``fps``, scaled to cover the
+    bucket and centre-cropped: (uint8 [count, bh, bw, 3], source frame index per frame)."""
+    bh, bw = bucket
+    sw, sh = _cover_size(src_size[0], src_size[1], bh, bw)
+    t0, t1 = start / fps, (start + count) / fps
+    kept: list[np.ndarray] = []
+    times: list[float] = []
+    first = 0  # source index of kept[0]
+    n = 0
+    try:
+        for t, f in iter_frames(video, width=sw, height=sh):
+            if t >= t1 - 1e-6 and kept:
+                break
+            if t <= t0 + 1e-6:  # only the latest frame at or before the window start matters
+                kept, times, first = [], [], n
+            kept.append(f)
+            times.append(t)
+            n += 1
+    except MediaError as e:
+        if not kept:
+            raise SampleError(f"undecodable video: {e}") from e
+    except Exception as e:  # PyAV raises a few non-FFmpeg errors on garbage input
+        raise SampleError(f"undecodable video: {type(e).__name__}: {e}") from e
+    if not kept:
+        raise SampleError("no decodable video frames")
+    idx = resample_times(np.asarray(times), t0, t1, fps)
+    if len(idx) < count:
+        raise SampleError(f"video shorter than its num_frames column ({len(idx)} < {count} frames)")
+    y0, x0 = (sh - bh) // 2, (sw - bw) // 2
+    frames = np.stack([kept[i][y0:y0 + bh, x0:x0 + bw] for i in idx])
+    del src_fps  # the frames' own timestamps drive the resampling (VFR-safe)
+    return frames, idx + first
+
+
+def emb_array(value, dim: int) -> Optional[np.ndarray]:
+    """``audio_emb`` cell (Arrow scalar or nested list) -> float32 [n, dim], None when null."""
+    if value is None:
+        return None
+    if hasattr(value, "is_valid"):
+        if not value.is_valid:
+            return None
+        flat = value.values.flatten().to_numpy(zero_copy_only=False)
+        return flat.astype(np.float32).reshape(-1, dim)
+    return np.asarray(value, dtype=np.float32).reshape(-1, dim)
+
+
+class SampleDecoder:
+    def __init__(self, cfg: DataConfig, dim: int, featurizer=None):
+        self.cfg, self.dim, self.featurizer = cfg, dim, featurizer
+
+    def _features(self, row: dict, n_src: int) -> np.ndarray:
+        emb = emb_array(row.get("audio_emb"), self.dim)
+        if emb is not None:
+            return emb
+        if row.get("audio") is None:
+            raise SampleError("st2v row without audio_emb and without audio")
+        if self.featurizer is None:
+            raise MissingAudioFeatures(
+                f"st2v clip {row.get('clip_id')} has no audio_emb; set data.audio_model to a Wav2Vec2 "
+                "model so the loader computes it from the clip's audio")
+        return self.featurizer.features(row["audio"], float(row["fps"]), n_src)
+
+    def decode(self, item, rows: list[dict], bucket: tuple[int, int], rng: np.random.Generator) -> Sample:
+        cfg, T = self.cfg, self.cfg.num_frames
+        totals = []
+        for r in rows:
+            if not r.get("video"):
+                raise SampleError(f"clip {r.get('clip_id')}: empty video bytes")
+            n_src = int(r.get("num_frames") or 0)
+            if n_src <= 0:
+                raise SampleError(f"clip {r.get('clip_id')}: num_frames missing")
+            totals.append(int(math.floor(n_src / float(r["fps"]) * cfg.fps + 1e-6)))
+        counts = frame_counts(totals, T)
+        speech = item.track == "st2v"
+        frames, embs = [], []
+        for r, total, count in zip(rows, totals, counts):
+            if count <= 0:
+                continue
+            start = int(rng.integers(0, total - count + 1)) if cfg.random_crop and total > count else 0
+            f, src_idx = decode_window(r["video"], float(r["fps"]), cfg.fps, start, count, bucket,
+                                       (int(r["width"]), int(r["height"])))
+            frames.append(f)
+            if speech:
+                emb = self._features(r, int(r["num_frames"]))
+                embs.append(emb[np.clip(src_idx, 0, len(emb) - 1)])
+        valid = sum(len(f) for f in frames)
+        bh, bw = bucket
+        video = np.zeros((T, bh, bw, 3), np.uint8)
+        video[:valid] = np.concatenate(frames)
+        audio = np.zeros((T, self.dim), np.float32)
+        if speech:
+            audio[:valid] = np.concatenate(embs)
+        first = rows[0]
+        prompt = first.get("group_prompt") if len(rows) > 1 else first.get("prompt")
+        if len(rows) > 1 and not prompt:
+            prompt = " ".join(r.get("prompt") or "" for r in rows).strip()
+        if not prompt:
+            raise SampleError(f"sample {item.key}: no prompt text")
+        return Sample(key=item.key, track=item.track, shot_size=item.shot_size, prompt=prompt, frames=video,
+                      audio_emb=audio, has_audio=speech, num_frames=valid)
