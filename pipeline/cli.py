@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "pipeline.models_cli",  # mocha models list|fetch|verify
     "pipeline.demo",  # mocha demo
     "pipeline.audit.cli",  # mocha audit
+    "training.data.cli",  # mocha data inspect
 ]
 
 
