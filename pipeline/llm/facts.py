@@ -68,6 +68,11 @@ def character_tracks(tracks: list[dict], cfg: CharacterFilterConfig) -> list[dic
     return [tracks[0]] + [t for t in tracks[1:] if t["coverage"] >= cfg.min_other_coverage]
 
 
+def track_int(track: dict) -> Optional[int]:
+    tid = track.get("track_id")
+    return int(tid) if isinstance(tid, (int, float)) and not isinstance(tid, bool) else None
+
+
 def position_of(track: dict) -> str:
     x = track["center"][0]
     return "left" if x < 0.4 else ("right" if x > 0.6 else "center")
@@ -158,7 +163,7 @@ def apply_facts(caption: Caption, row: dict, character: CharacterFilterConfig, c
         t = pairs.get(c.tag)
         is_dom = (t is not None and t["track_id"] == dominant_id) or (not tracks and tag_number(c.tag) == 1)
         chars.append(c.model_copy(update={
-            "track_id": None if t is None else int(t["track_id"]),
+            "track_id": None if t is None else track_int(t),
             "speaking": track_speaks(t, row, cfg, is_dom),
             "position": c.position or (position_of(t) if t else None),
         }))

@@ -44,7 +44,7 @@ class RulesBackend(LLMBackend):
         tracks = facts.character_tracks(facts.parse_tracks(row), self.character_cfg)
         chars = [
             Character(tag=f"Person{i + 1}", appearance="a person", position=facts.position_of(t),
-                      track_id=int(t["track_id"]) if isinstance(t["track_id"], (int, float)) else i)
+                      track_id=facts.track_int(t))
             for i, t in enumerate(tracks)
         ]
         movement = "static" if row.get("motion_class") == "static" else None

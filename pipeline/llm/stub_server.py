@@ -1,0 +1,113 @@
+"""A minimal OpenAI-compatible chat server on 127.0.0.1, for tests, the benchmark and offline
+demos: fixed answers (or a function of the request), a chosen HTTP status, an artificial
+latency, and counters of requests and of the most requests ever in flight at once."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional, Union
+
+Reply = Union[str, Callable[[dict, int], str]]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a handler still sleeping past a client timeout must not block stop()
+    request_queue_size = 128  # the benchmark opens 32 connections at once
+
+
+class StubChatServer:
+    def __init__(self, reply: Reply = "{}", status: int = 200, delay_s: float = 0.0, model: str = "stub-vlm"):
+        self.reply, self.status, self.delay_s, self.model = reply, status, delay_s, model
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.bodies: list[dict] = []
+        self._lock = threading.Lock()
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._url: Optional[str] = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("stub server not started")
+        return self._url
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, code: int, payload: bytes, ctype: str = "application/json"):
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): nothing to answer
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": stub.model}]}).encode())
+                else:
+                    self._send(404, b'{"error": "not found"}')
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                with stub._lock:
+                    stub.requests += 1
+                    index = stub.requests
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    try:
+                        body = json.loads(raw)
+                    except json.JSONDecodeError:
+                        body = {}
+                    with stub._lock:
+                        stub.bodies.append(body)
+                    if stub.delay_s:
+                        time.sleep(stub.delay_s)
+                    if stub.status != 200:
+                        self._send(stub.status, b'{"error": {"message": "stub failure"}}')
+                        return
+                    content = stub.reply(body, index) if callable(stub.reply) else stub.reply
+                    resp = {
+                        "id": f"stub-{index}", "object": "chat.completion", "model": stub.model,
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}],
+                    }
+                    self._send(200, json.dumps(resp).encode())
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+        return Handler
+
+    def start(self) -> "StubChatServer":
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
+        self._url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="stub-chat")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
