@@ -18,9 +18,6 @@ Source = Union[str, bytes, BinaryIO]
 
 AUDIO_RATE = 16000
 
-# FFmpeg's own chatter (x264 stats, container warnings) would drown the progress display;
-# real failures still surface as exceptions.
-av.logging.set_level(av.logging.ERROR)
 
 
 class MediaError(RuntimeError):
@@ -190,7 +187,8 @@ class Mp4Writer:
         self.v = self.c.add_stream("libx264", rate=rate)
         self.v.width, self.v.height = width, height
         self.v.pix_fmt = "yuv420p"
-        self.v.options = {"crf": str(crf), "preset": preset}
+        # x264 logs through its own callback when FFmpeg's default logger is active
+        self.v.options = {"crf": str(crf), "preset": preset, "x264-params": "log-level=error"}
         self.audio = audio
         self.a = None
         if audio is not None:

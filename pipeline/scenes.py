@@ -55,7 +55,9 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig, duration_s: float 
     """Scenes covering the whole video, and the cut times in seconds."""
     from scenedetect import SceneManager, open_video
 
-    video = open_video(src, backend="pyav") if isinstance(src, str) else _open_stream(src)
+    # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
+    # FFmpeg's terminal logger on for the whole process
+    video = open_video(src, backend="pyav", suppress_output=True) if isinstance(src, str) else _open_stream(src)
     sm = SceneManager()
     sm.add_detector(make_detector(cfg))
     if cfg.downscale > 0:
@@ -75,7 +77,7 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig, duration_s: float 
 def _open_stream(fileobj):
     from scenedetect.backends.pyav import VideoStreamAv
 
-    return VideoStreamAv(fileobj)
+    return VideoStreamAv(fileobj, name="stream", suppress_output=True)
 
 
 def windows_for(scenes: list[Scene], cfg: ScenesConfig) -> tuple[list[Window], list[Window]]:
