@@ -82,8 +82,9 @@ PRIORITY = {
 
 def count_tokens(text: str, tokenizer: Any = None) -> int:
     """Number of tokens of ``text`` as the trainer's tokenizer counts them (special tokens
-    included). Without a tokenizer: every word piece of up to 4 characters and every
-    punctuation mark counts as one token, which over-counts T5's sentencepiece on English."""
+    included). Without a tokenizer: an estimate where every word piece of up to 4 characters
+    and every punctuation mark is one token, meant to be at or above T5's count on common
+    English; pass the tokenizer for an exact budget."""
     if tokenizer is None:
         n = 0
         for piece in re.findall(r"[A-Za-z]+|[0-9]|[^\sA-Za-z0-9]", text):
