@@ -15,9 +15,9 @@ from schemas.rows import clip_schema, rows_to_table
 DIM = 8
 
 
-def colour_clip(value: int, n: int = 12, w: int = 32, h: int = 32, fps: float = 25.0) -> bytes:
-    """A clip whose frame i has grey level value + i (so order and source index are visible)."""
-    frames = [np.full((h, w, 3), min(255, value + i), np.uint8) for i in range(n)]
+def colour_clip(value: int, n: int = 12, w: int = 32, h: int = 32, fps: float = 25.0, step: int = 1) -> bytes:
+    """A clip whose frame i has grey level value + step*i (so order and source index are visible)."""
+    frames = [np.full((h, w, 3), min(255, value + step * i), np.uint8) for i in range(n)]
     return encode_mp4(frames, fps, crf=0, preset="ultrafast")
 
 

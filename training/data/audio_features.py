@@ -28,3 +28,10 @@ class AudioFeaturizer:
         pcm = decode_audio_bytes(audio)
         emb = embed_audio(self._net, self._fe, pcm, fps, num_frames, self.layer)
         return np.asarray(emb, dtype=np.float32)
+
+
+def make_featurizer(cfg) -> Optional[AudioFeaturizer]:
+    """The loader's featurizer for a DataConfig, or None when no audio model is configured."""
+    if cfg.audio_model is None:
+        return None
+    return AudioFeaturizer(cfg.audio_model, cfg.audio_layer, cfg.models_dir)

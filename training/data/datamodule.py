@@ -56,17 +56,10 @@ class MochaDataModule(L.LightningDataModule):
             self.index = build_index(self.cfg.roots, self.cfg.audio_emb_dim)
             log.info("data: %s", self.index.totals())
 
-    def _featurizer(self):
-        if self.cfg.audio_model is None:
-            return None
-        from training.data.audio_features import AudioFeaturizer
-
-        return AudioFeaturizer(self.cfg.audio_model, self.cfg.audio_layer, self.cfg.models_dir)
-
     def train_dataloader(self) -> ShardLoader:
         self.setup()
         rank, world = _rank_world(getattr(self, "trainer", None))
-        ds = ShardStream(self.index, self.cfg, rank, world, "curriculum", featurizer=self._featurizer())
+        ds = ShardStream(self.index, self.cfg, rank, world, "curriculum")
         self.loader = ShardLoader(ds, self.cfg.num_workers, self.cfg.prefetch_factor, tag_batches=True)
         state = self._pending
         if state is not None and "ranks" in state:

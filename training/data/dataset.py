@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from training.data.audio_features import make_featurizer
 from training.data.config import DataConfig
 from training.data.curriculum import stage_for_batch, stage_pools
 from training.data.decode import Sample, SampleDecoder, SampleError, choose_bucket
@@ -66,7 +67,7 @@ class ShardStream(IterableDataset):
         self.index, self.cfg = index, cfg
         self.rank, self.world_size = rank, world_size
         self.mode, self.stage, self.epoch = mode, stage, epoch
-        self.featurizer = featurizer
+        self.featurizer = featurizer if featurizer is not None else make_featurizer(cfg)
         self.buckets = cfg.bucket_list()
         self.bucket_of = [choose_bucket(it.width, it.height, self.buckets) for it in index.items]
         # Set by ShardLoader before each iteration (pickled into the workers with the dataset).
@@ -136,6 +137,11 @@ class _Part:
     def _emit(self, samples: list[Sample]) -> dict:
         batch = collate(samples)
         self.state["batches"] += 1
+        if self.decoder.computed:
+            # which backend produced these features: the loader's Wav2Vec2, not the curation
+            self.state["audio_emb_computed"] = self.state.get("audio_emb_computed", 0) + self.decoder.computed
+            self.state["audio_emb_backend"] = self.ds.featurizer.label()
+            self.decoder.computed = 0
         batch[STATE_KEY] = copy.deepcopy(self.state)
         batch[WORKER_KEY] = self.logical
         return batch

@@ -114,6 +114,7 @@ def emb_array(value, dim: int) -> Optional[np.ndarray]:
 class SampleDecoder:
     def __init__(self, cfg: DataConfig, dim: int, featurizer=None):
         self.cfg, self.dim, self.featurizer = cfg, dim, featurizer
+        self.computed = 0  # samples whose features the loader computed (reported in the state)
 
     def _features(self, row: dict, n_src: int) -> np.ndarray:
         emb = emb_array(row.get("audio_emb"), self.dim)
@@ -125,7 +126,12 @@ class SampleDecoder:
             raise MissingAudioFeatures(
                 f"st2v clip {row.get('clip_id')} has no audio_emb; set data.audio_model to a Wav2Vec2 "
                 "model so the loader computes it from the clip's audio")
-        return self.featurizer.features(row["audio"], float(row["fps"]), n_src)
+        out = self.featurizer.features(row["audio"], float(row["fps"]), n_src)
+        if out.shape[1] != self.dim:
+            raise MissingAudioFeatures(f"audio model {self.featurizer.model_name} gives {out.shape[1]}-d features; "
+                                       f"the shards and data.audio_emb_dim say {self.dim}")
+        self.computed += 1
+        return out
 
     def decode(self, item, rows: list[dict], bucket: tuple[int, int], rng: np.random.Generator) -> Sample:
         cfg, T = self.cfg, self.cfg.num_frames
