@@ -11,11 +11,10 @@ from typing import Callable, Optional
 
 from pipeline.audit.load import AuditData
 
-# Spans closer than this (seconds) are not called overlapping when frame indices are missing:
-# float seconds of adjacent windows may differ from the cut point by rounding.
-_SPAN_EPS_S = 1e-3
 # Embedding backends that mean "deliberately not computed, and labelled as such".
 _EMB_SKIPPED = frozenset({"none", "skipped", "disabled"})
+# Keys that name what produced a stage's output (media stages name an encoder, not a model).
+_LABEL_KEYS = ("backend", "model", "encoder")
 
 
 @dataclass
@@ -100,7 +99,8 @@ def check_duplicate_clip_ids(data: AuditData) -> list[Finding]:
 
 def check_overlapping_spans(data: AuditData) -> list[Finding]:
     """Two kept clips of one source (same content hash) whose spans overlap: the same frames
-    would be trained on twice. Frame indices are exact, so they decide when present."""
+    would be trained on twice. Source frame indices (required, end exclusive) decide: float
+    seconds of back-to-back windows may differ from the cut point by rounding."""
     t = data.clips
     cols = {n: t.column(n).to_pylist() for n in
             ("clip_id", "source_sha256", "source_uri", "start_s", "end_s", "start_frame", "end_frame", "_shard")}
@@ -113,11 +113,7 @@ def check_overlapping_spans(data: AuditData) -> list[Finding]:
         prev = None  # row with the latest end seen so far
         for i in rows:
             if prev is not None:
-                sf, pe = cols["start_frame"][i], cols["end_frame"][prev]
-                if sf is not None and pe is not None:
-                    overlap = sf < pe
-                else:
-                    overlap = cols["start_s"][i] < cols["end_s"][prev] - _SPAN_EPS_S
+                overlap = cols["start_frame"][i] < cols["end_frame"][prev]
                 if overlap:
                     out.append(Finding(
                         "overlapping_spans",
@@ -216,7 +212,7 @@ def check_ledger_consistency(data: AuditData) -> list[Finding]:
 
 def check_unlabelled_backends(data: AuditData) -> list[Finding]:
     """Every score must say what produced it: ``backends`` is a JSON object of stage -> object
-    with a ``backend`` key."""
+    naming a backend, model or encoder."""
     t = data.clips
     out = []
     for cid, text, shard in zip(t.column("clip_id").to_pylist(), t.column("backends").to_pylist(),
@@ -226,7 +222,7 @@ def check_unlabelled_backends(data: AuditData) -> list[Finding]:
             out.append(Finding("unlabelled_backends", "`backends` is missing or not a JSON object",
                                where=shard, clip_id=cid))
             continue
-        bad = [k for k, v in b.items() if not (isinstance(v, dict) and v.get("backend"))]
+        bad = [k for k, v in b.items() if not (isinstance(v, dict) and any(v.get(n) for n in _LABEL_KEYS))]
         if bad:
             out.append(Finding("unlabelled_backends", f"stages without a backend label: {', '.join(sorted(bad))}",
                                where=shard, clip_id=cid))

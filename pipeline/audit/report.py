@@ -205,7 +205,7 @@ def _backends(data: AuditData) -> dict:
         for stage, entry in b.items():
             if not isinstance(entry, dict):
                 entry = {"backend": str(entry)}
-            key = (str(entry.get("backend", "?")), str(entry.get("model", "") or ""))
+            key = (str(entry.get("backend") or entry.get("encoder") or "?"), str(entry.get("model", "") or ""))
             per_stage[stage][key] += 1
             fb = _is_fallback(entry)
             meta[(stage,) + key] = (fb, entry.get("reason"))
@@ -217,19 +217,29 @@ def _backends(data: AuditData) -> dict:
     return {"stages": stages, "fallback_stages": fallback, "rows_without_backends": unlabelled}
 
 
+def _spread(rows: list[int], k: int) -> list[int]:
+    if len(rows) <= k:
+        return rows
+    return [rows[int(j)] for j in np.linspace(0, len(rows) - 1, k).round().astype(int)]
+
+
 def _pick_gallery(data: AuditData, per_shot: int) -> dict[str, list[int]]:
-    """Row indices per shot size: spread evenly over the clips sorted by id, so reruns show the
-    same samples and one long source does not fill the gallery."""
+    """Row indices per shot size: st2v and t2v taken in turn, each spread evenly over its clips
+    sorted by id, so reruns show the same samples, both tracks appear, and one long source does
+    not fill the gallery."""
     t = data.clips
-    groups: dict = defaultdict(list)
-    for i, (cid, sh) in enumerate(zip(t.column("clip_id").to_pylist(), t.column("shot_size").to_pylist())):
-        groups[sh or "unknown"].append((cid, i))
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for i, (cid, sh, tr) in enumerate(zip(t.column("clip_id").to_pylist(), t.column("shot_size").to_pylist(),
+                                          t.column("track").to_pylist())):
+        groups[sh or "unknown"][tr].append((cid, i))
     picks = {}
     for sh in [s for s in SHOT_SIZES if s in groups] + sorted(s for s in groups if s not in SHOT_SIZES):
-        rows = [i for _, i in sorted(groups[sh])]
-        if len(rows) > per_shot:
-            rows = [rows[int(j)] for j in np.linspace(0, len(rows) - 1, per_shot).round().astype(int)]
-        picks[sh] = rows
+        per_track = [_spread([i for _, i in sorted(groups[sh][tr])], per_shot) for tr in sorted(groups[sh])]
+        rows = []
+        for k in range(per_shot):
+            rows += [lst[k] for lst in per_track if k < len(lst)]
+        if per_shot > 0:
+            picks[sh] = rows[:per_shot]
     return picks
 
 
@@ -305,6 +315,7 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .banner.bad{background:#fdecea;border:1px solid #e57373}
 .gallery{display:flex;flex-wrap:wrap;gap:1rem}
 figure.gallery-item{width:300px;margin:0;border:1px solid #ddd;border-radius:6px;padding:.5rem;font-size:.8rem}
+figure.gallery-item figcaption{word-break:break-all}
 figure.gallery-item img.thumb{max-width:100%;display:block;margin:0 auto .3rem}
 pre{white-space:pre-wrap;word-break:break-word;background:#f8f8f8;padding:.3rem;max-height:14rem;overflow:auto}
 img.chart{max-width:100%}
@@ -409,7 +420,7 @@ def _pretty_caption(text: Optional[str]) -> str:
 
 def _html_gallery(gallery: dict) -> str:
     if not gallery:
-        return "<p>No kept clips.</p>"
+        return "<p>No clips shown (no kept clips, or --samples 0).</p>"
     out = []
     for shot, items in gallery.items():
         figs = []
