@@ -82,9 +82,23 @@ class Query:
     schema: type[BaseModel]
     images: list[np.ndarray] = field(default_factory=list)
     clip_id: Optional[str] = None
+    # per-backend encodings of the images (e.g. data URLs), reused by retries
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def json_schema(self) -> dict:
-        return verdict_json_schema() if self.schema is CharacterVerdict else caption_json_schema()
+        return schema_of(self.schema)
+
+
+_SCHEMA_CACHE: dict = {}
+
+
+def schema_of(model: type[BaseModel]) -> dict:
+    """JSON Schema of an answer model, computed once (pydantic takes milliseconds per call).
+    Callers must not modify the returned dict."""
+    if model not in _SCHEMA_CACHE:
+        _SCHEMA_CACHE[model] = verdict_json_schema() if model is CharacterVerdict else (
+            caption_json_schema() if model is Caption else model.model_json_schema())
+    return _SCHEMA_CACHE[model]
 
 
 class LLMBackend(ABC):
@@ -138,7 +152,7 @@ def build_query(task: str, row: dict, images: list[np.ndarray], verdict: Optiona
     if verdict is not None:
         facts_text += f"\nFilter verdict: {verdict.num_characters} character(s), central {verdict.central_character}."
     instructions = VERDICT_TASK if task == "character" else CAPTION_TASK
-    schema_json = json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    schema_json = json.dumps(schema_of(schema), separators=(",", ":"))
     text = f"{instructions}\n\nMeasured facts:\n{facts_text}\n\nJSON Schema:\n{schema_json}"
     return Query(task=task, system=SYSTEM, text=text, schema=schema, images=images, clip_id=row.get("clip_id"))
 

@@ -40,6 +40,8 @@ class StubChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # keep test output clean
                 pass
