@@ -171,6 +171,10 @@ class CaptionConfig(Strict):
     max_group_clips: int = Field(4, ge=1)
     # Shots further apart than this are not one continuous conversation.
     max_group_gap_s: float = Field(1.0, ge=0)
+    # Across a cut, two VLM descriptions are one person when they share this share of content
+    # words (Jaccard): descriptions of one person across shots reuse the salient words (hair,
+    # clothing colours), different people rarely share half of them.
+    min_appearance_overlap: float = Field(0.5, ge=0, le=1)
     # Facts that make a character "speaking" when the face stage gives no per-track verdict:
     # the clip is mostly speech and the lip-sync confidence says the face utters it.
     min_speech_ratio_speaking: float = Field(0.3, ge=0, le=1)

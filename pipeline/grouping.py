@@ -24,17 +24,13 @@ from typing import Any, Optional
 from pipeline.llm.facts import POSITION_X, clip_speaks, parse_tracks, speaker_score
 from pipeline.config import CaptionConfig
 from schemas.caption import Caption, Character, tag_number
-from schemas.prompt import DEFAULT_TOKEN_BUDGET, render_prompt
+from schemas.prompt import render_prompt
 
 log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ("group_id", "group_index", "group_size", "group_prompt")
 # Placeholder appearance of captions made without seeing the frames (rules backend).
 NO_APPEARANCE = {"a person", "person", "unknown", ""}
-# Share of appearance words two descriptions of one character must have in common
-# (Jaccard over content words): VLM descriptions of one person across shots reuse the salient
-# words (hair, clothing colours) while different people rarely share half of them.
-MIN_APPEARANCE_OVERLAP = 0.5
 _STOP = {"a", "an", "the", "with", "and", "in", "of", "wearing", "has", "is", "on", "her", "his", "their"}
 
 
@@ -42,13 +38,13 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]+", (text or "").lower()) if w not in _STOP}
 
 
-def appearance_match(a: str, b: str) -> bool:
+def appearance_match(a: str, b: str, min_overlap: float = 0.5) -> bool:
     if (a or "").strip().lower() in NO_APPEARANCE or (b or "").strip().lower() in NO_APPEARANCE:
         return False
     wa, wb = _words(a), _words(b)
     if not wa or not wb:
         return False
-    return len(wa & wb) / len(wa | wb) >= MIN_APPEARANCE_OVERLAP
+    return len(wa & wb) / len(wa | wb) >= min_overlap
 
 
 def _ordered(chars: list[Character]) -> list[Character]:
@@ -66,13 +62,15 @@ def _caption(row: dict) -> Optional[Caption]:
         return None
 
 
-def same_characters(a_row: dict, a: Caption, b_row: dict, b: Caption) -> Optional[dict[str, str]]:
+def same_characters(a_row: dict, a: Caption, b_row: dict, b: Caption,
+                    min_overlap: float = 0.5) -> Optional[dict[str, str]]:
     """Map of b's tags to a's tags when both clips show the same characters, else None."""
     if not a.characters or len(a.characters) != len(b.characters):
         return None
     pa, pb = _ordered(a.characters), _ordered(b.characters)
     same_shot = a_row.get("scene_index") is not None and a_row.get("scene_index") == b_row.get("scene_index")
-    if not same_shot and not all(appearance_match(x.appearance, y.appearance) for x, y in zip(pa, pb)):
+    if not same_shot and not all(appearance_match(x.appearance, y.appearance, min_overlap)
+                             for x, y in zip(pa, pb)):
         return None
     return {y.tag: x.tag for x, y in zip(pa, pb)}
 
@@ -102,13 +100,16 @@ def _group_id(clip_ids: list[str]) -> str:
     return "g" + hashlib.sha1("|".join(clip_ids).encode()).hexdigest()[:16]
 
 
-def group_clips(rows: list[dict], max_clips: int, tokenizer: Any = None, budget: int = DEFAULT_TOKEN_BUDGET,
-                max_gap_s: float = 1.0, cfg: Optional[CaptionConfig] = None) -> list[dict]:
+def group_clips(rows: list[dict], max_clips: int, tokenizer: Any = None, budget: Optional[int] = None,
+                max_gap_s: Optional[float] = None, cfg: Optional[CaptionConfig] = None) -> list[dict]:
     """Set the group columns on every row of one source (in place; returns ``rows``).
 
-    Rows that are rejected or have no valid caption stay singletons (``group_id`` None, like
-    every clip that joins no group; its other group columns are None too)."""
+    ``budget`` and ``max_gap_s`` default to ``cfg`` (``caption:`` of the run config). Rows that
+    are rejected or have no valid caption stay singletons (``group_id`` None, like every clip
+    that joins no group; its other group columns are None too)."""
     cfg = cfg or CaptionConfig()
+    budget = cfg.token_budget if budget is None else budget
+    max_gap_s = cfg.max_group_gap_s if max_gap_s is None else max_gap_s
     for r in rows:
         for col in GROUP_COLUMNS:
             r[col] = None
@@ -127,7 +128,7 @@ def group_clips(rows: list[dict], max_clips: int, tokenizer: Any = None, budget:
             p_row, p_cap, p_map = prev
             gap = float(row.get("start_s") or 0.0) - float(p_row.get("end_s") or 0.0)
             if -1e-3 <= gap <= max_gap_s and row.get("track") == p_row.get("track"):
-                m = same_characters(p_row, p_cap, row, cap)
+                m = same_characters(p_row, p_cap, row, cap, cfg.min_appearance_overlap)
                 if m is not None:
                     mapping = {own: p_map[prev_tag] for own, prev_tag in m.items()}
                     tagged = _relabel(cap, mapping, pick_speaker(cap, row, cfg))

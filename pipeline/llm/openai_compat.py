@@ -2,7 +2,8 @@
 
 How clusters caption at scale: one server holds the VLM and batches concurrent requests, curation
 workers send many requests at once. Here: at most ``concurrency`` requests in flight per worker
-(a fixed thread pool), a timeout per request, retries with exponential backoff (in
+(a fixed thread pool, each thread with its own keep-alive connection; stdlib ``http.client``, so
+no client library), a timeout per request, retries with exponential backoff (in
 :class:`ChatBackend.ask`), keyframes as JPEG data URLs, and the answer schema sent as
 ``response_format`` so servers with guided decoding emit valid JSON.
 """
