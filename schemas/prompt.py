@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from schemas.caption import Caption, Character, tag_number
+from schemas.caption import Camera, Caption, Character, Environment, tag_number
 
 DEFAULT_TOKEN_BUDGET = 256
 
@@ -270,6 +270,38 @@ def render_prompt(
         text = r.render(dropped)
         n = count_tokens(text, tokenizer)
     return RenderedPrompt(text=text, num_tokens=n, budget=budget, fits=n <= budget, dropped=order)
+
+
+def clip_caption(data: dict) -> Caption:
+    """One clip of a multi-clip prompt from JSON: every field is validated, but the clip may
+    show a subset of the group's characters (e.g. only Person2 in a reverse shot)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a clip caption must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - set(Caption.model_fields)
+    if unknown:
+        raise ValueError(f"unknown caption keys: {sorted(unknown)}")
+    chars = [Character.model_validate(c) for c in data.get("characters") or []]
+    tags = [c.tag for c in chars]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"a character tag appears twice in one clip: {tags}")
+    summary = data.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        raise ValueError("summary must be a string")
+    return Caption.model_construct(characters=chars, environment=Environment.model_validate(data.get("environment") or {}),
+                                   camera=Camera.model_validate(data.get("camera") or {}), summary=summary)
+
+
+def render_from_json(doc: Any, tokenizer: Any = None, budget: int = DEFAULT_TOKEN_BUDGET) -> RenderedPrompt:
+    """Render a prompt from caption JSON as a user writes it for ``mocha generate``: one caption
+    object, a list of them, or ``{"clips": [...]}`` (text or parsed)."""
+    import json
+
+    if isinstance(doc, (str, bytes)):
+        doc = json.loads(doc)
+    if isinstance(doc, dict) and "clips" in doc:
+        doc = doc["clips"]
+    clips = doc if isinstance(doc, list) else [doc]
+    return render_prompt([clip_caption(c) for c in clips], tokenizer, budget)
 
 
 _DEF_RE = re.compile(r"^(Person[1-9][0-9]*):", re.M)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from schemas.caption import Camera, Caption, Character, Environment
-from schemas.prompt import count_tokens, render_prompt, tag_report
+from schemas.prompt import count_tokens, render_from_json, render_prompt, tag_report
 
 WOMAN = Character(tag="Person1", appearance="a young woman with curly red hair, a green jacket", position="center",
                   facing="camera", emotion="cheerful", speaking=True, actions=["smiles"])
@@ -199,3 +199,19 @@ def test_tags_never_dropped_or_undefined(caps, budget):
     assert r.num_tokens == count_tokens(r.text)
     assert (r.num_tokens <= budget) == r.fits
     assert len(re.findall(r"^\w+ clip:", r.text, re.M)) == len(caps)
+
+
+def test_render_from_json_for_generate(t5_tokenizer):
+    doc = {"clips": [STREET.model_dump(mode="json"),
+                     {"characters": [{"tag": "Person2", "appearance": "a girl", "emotion": "worried", "speaking": True}],
+                      "camera": {"shot_size": "close_up"}}]}
+    import json
+
+    assert render_from_json(json.dumps(doc), t5_tokenizer).text == GOLDEN_2CLIP_2CHAR
+    assert render_from_json(STUDIO.model_dump(mode="json")).text == GOLDEN_1CLIP_1CHAR
+    with pytest.raises(ValueError, match="unknown caption keys"):
+        render_from_json({"characters": [], "mood": "x"})
+    with pytest.raises(ValueError):
+        render_from_json([{"characters": [{"tag": "Bob", "appearance": "x"}]}])
+    with pytest.raises(ValueError, match="twice"):
+        render_from_json([{"characters": [{"tag": "Person1", "appearance": "x"}, {"tag": "Person1", "appearance": "y"}]}])
