@@ -174,3 +174,15 @@ def test_real_clips_rules_backend(real_rows):
         else:
             assert r["reject_reason"] == "no_prominent_character"
             assert "no face track" in json.loads(r["character_verdict"])["reason"]
+
+
+def test_stages_from_run_config_and_disabled_filter():
+    from pipeline.config import load_config
+
+    cfg = load_config(overrides=["character.enabled=false", "caption.token_budget=40"])
+    f, c = CharacterFilterStage.from_config(cfg), CaptionStage.from_config(cfg)
+    (r,) = c.process_batch(f.process_batch([row(faces=[])]))  # no face, but the filter is off
+    assert r["reject_stage"] is None and r["character_verdict"] is None
+    assert json.loads(r["backends"])["character"] == {"backend": "disabled"}
+    assert c.cfg.token_budget == 40 and c.character_cfg.enabled is False
+    assert "Characters:" not in r["prompt"] and r["prompt"].startswith("One video clip.")
