@@ -42,7 +42,9 @@ def snr_music_ratio(pcm: np.ndarray, segments: list[list[float]], frame_ms: int 
     speech = np.zeros(len(e), bool)
     for s, t in segments:
         speech |= (centres >= s) & (centres < t)
-    quiet = e[~speech]
+    # frames straddling a segment edge carry voice: keep one frame of guard on each side
+    guarded = speech | np.roll(speech, 1) | np.roll(speech, -1)
+    quiet = e[~guarded]
     if len(quiet) >= max(3, int(0.05 * len(e))):
         background = float(quiet.mean())
     else:

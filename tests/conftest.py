@@ -30,3 +30,53 @@ def weights_dir() -> Path:
     if not WEIGHTS_DIR.is_dir():
         pytest.skip(f"test weights not found at {WEIGHTS_DIR} (set MOCHA_SHARED_DIR)")
     return WEIGHTS_DIR
+
+
+def run_mocha(*args: str, timeout: float = 1200, check: bool = True, env: dict | None = None):
+    """Run the `mocha` command in a subprocess (Ray never leaks into the pytest process)."""
+    import subprocess
+    import sys
+
+    e = dict(os.environ)
+    e.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mocha {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_bad_inputs(folder: Path, real: Path) -> dict[str, Path]:
+    """Inputs that must each end as a ledger row with a reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {
+        "empty": folder / "empty.mp4",
+        "random": folder / "random_bytes.mp4",
+        "truncated": folder / "truncated_half.mp4",
+        "audio_only": real / "speech_clean_librispeech_198-209-0000.ogg",
+        "no_videos_dir": folder / "no_videos",
+        "broken_link": folder / "broken_link.mp4",
+        "missing": folder / "does_not_exist.mp4",
+    }
+    bad["empty"].write_bytes(b"")
+    import random
+
+    bad["random"].write_bytes(random.Random(0).randbytes(64 * 1024))
+    data = (real / "medium_talk_latentsync_demo2.mp4").read_bytes()
+    bad["truncated"].write_bytes(data[: len(data) // 2])
+    bad["no_videos_dir"].mkdir(exist_ok=True)
+    (bad["no_videos_dir"] / "notes.txt").write_text("no video here")
+    if not bad["broken_link"].is_symlink():
+        bad["broken_link"].symlink_to(folder / "nowhere.mp4")
+    return bad
+
+
+@pytest.fixture(scope="session")
+def curated_real(real_dir, tmp_path_factory) -> Path:
+    """One Ray curation run over every real clip plus the bad inputs; shared by many tests.
+    Returns the output dir (st2v/, t2v/, ledger/, run.json)."""
+    root = tmp_path_factory.mktemp("curated_real")
+    bad = make_bad_inputs(root / "bad", real_dir)
+    out = root / "out"
+    run_mocha("curate", str(real_dir), *[str(p) for p in bad.values()], "--output", str(out), "--no-progress")
+    return out
