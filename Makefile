@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 CONSTRAINT := -c requirements/constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean airflow-venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/*.txt
@@ -20,6 +20,19 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 	for f in requirements/extra-*.txt; do if [ -e "$$f" ]; then $(PIP) install $(CONSTRAINT) -r "$$f" || exit 1; fi; done
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
+
+# Optional: Airflow in its own venv for dags/ (tests/test_dags.py builds it on demand too).
+AIRFLOW_VENV := .venv-airflow
+airflow-venv: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: requirements/airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PY) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip -q --disable-pip-version-check install -r requirements/airflow.txt
+	touch $@
+
+# Debian's chromium for the audit report's browser test (needs root; skipped without it).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 demo: venv
 	RAY_AUTH_MODE=disabled $(BIN)/mocha demo --output demo_out
