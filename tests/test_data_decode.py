@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datashards import DIM, colour_clip, make_row, write_shards
+from tests.datashards import DIM, colour_clip, make_row, write_shards
 
 from schemas.rows import SchemaError
 from training.data.config import DataConfig

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datashards import DIM, colour_clip, mixed_rows, write_shards
+from tests.datashards import DIM, colour_clip, mixed_rows, write_shards
 
 from training.data.config import DataConfig
 from training.data.dataset import ShardLoader, ShardStream, batch_parts

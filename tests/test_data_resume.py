@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from datashards import colour_clip, make_row, mixed_rows, write_shards
+from tests.datashards import colour_clip, make_row, mixed_rows, write_shards
 
 JOB = Path(__file__).with_name("data_resume_job.py")
 N, M = 5, 6  # N odd: the resumed round-robin must start at worker N % 2

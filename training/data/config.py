@@ -148,6 +148,9 @@ class DataConfig(Strict):
     models_dir: Optional[str] = None
     # Step = batches // accumulate_grad_batches: the curriculum switches on optimizer steps.
     accumulate_grad_batches: int = Field(1, ge=1)
+    # A row without prompt text cannot teach text conditioning: skipped (and counted) by
+    # default; "empty" trains it with an empty prompt (as classifier-free-guidance dropout does).
+    missing_prompt: Literal["skip", "empty"] = "skip"
     use_latents: bool = True  # use precomputed `latents` when every sample of a batch has them
     # Consecutive undecodable samples before the loader gives up (the shards are then broken,
     # not one clip).

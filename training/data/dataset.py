@@ -124,7 +124,7 @@ class _Part:
             self.failures = 0
             return s
         except SampleError as e:
-            reason = str(e).split(":")[0][:60]
+            reason = e.reason
             sk = self.state["skipped"]
             sk[reason] = sk.get(reason, 0) + 1
             self.failures += 1

@@ -17,7 +17,12 @@ from training.data.config import DataConfig
 
 
 class SampleError(RuntimeError):
-    """This sample cannot be decoded (corrupt bytes, missing columns); skip it."""
+    """This sample cannot be decoded (corrupt bytes, missing columns); skip it. ``reason`` is a
+    short fixed label (the loader counts skips per reason), ``detail`` the specifics."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
 class MissingAudioFeatures(RuntimeError):
@@ -85,14 +90,14 @@ def decode_window(video: bytes, src_fps: float, fps: float, start: int, count: i
             n += 1
     except MediaError as e:
         if not kept:
-            raise SampleError(f"undecodable video: {e}") from e
+            raise SampleError("undecodable video", str(e)) from e
     except Exception as e:  # PyAV raises a few non-FFmpeg errors on garbage input
-        raise SampleError(f"undecodable video: {type(e).__name__}: {e}") from e
+        raise SampleError("undecodable video", f"{type(e).__name__}: {e}") from e
     if not kept:
         raise SampleError("no decodable video frames")
     idx = resample_times(np.asarray(times), t0, t1, fps)
     if len(idx) < count:
-        raise SampleError(f"video shorter than its num_frames column ({len(idx)} < {count} frames)")
+        raise SampleError("video shorter than num_frames", f"{len(idx)} < {count} frames")
     y0, x0 = (sh - bh) // 2, (sw - bw) // 2
     frames = np.stack([kept[i][y0:y0 + bh, x0:x0 + bw] for i in idx])
     del src_fps  # the frames' own timestamps drive the resampling (VFR-safe)
@@ -121,7 +126,7 @@ class SampleDecoder:
         if emb is not None:
             return emb
         if row.get("audio") is None:
-            raise SampleError("st2v row without audio_emb and without audio")
+            raise SampleError("st2v row without audio_emb and audio", str(row.get("clip_id")))
         if self.featurizer is None:
             raise MissingAudioFeatures(
                 f"st2v clip {row.get('clip_id')} has no audio_emb; set data.audio_model to a Wav2Vec2 "
@@ -138,10 +143,10 @@ class SampleDecoder:
         totals = []
         for r in rows:
             if not r.get("video"):
-                raise SampleError(f"clip {r.get('clip_id')}: empty video bytes")
+                raise SampleError("empty video bytes", str(r.get("clip_id")))
             n_src = int(r.get("num_frames") or 0)
             if n_src <= 0:
-                raise SampleError(f"clip {r.get('clip_id')}: num_frames missing")
+                raise SampleError("num_frames missing", str(r.get("clip_id")))
             totals.append(int(math.floor(n_src / float(r["fps"]) * cfg.fps + 1e-6)))
         counts = frame_counts(totals, T)
         speech = item.track == "st2v"
@@ -168,6 +173,8 @@ class SampleDecoder:
         if len(rows) > 1 and not prompt:
             prompt = " ".join(r.get("prompt") or "" for r in rows).strip()
         if not prompt:
-            raise SampleError(f"sample {item.key}: no prompt text")
+            if self.cfg.missing_prompt == "skip":
+                raise SampleError("no prompt text", item.key)
+            prompt = ""
         return Sample(key=item.key, track=item.track, shot_size=item.shot_size, prompt=prompt, frames=video,
                       audio_emb=audio, has_audio=speech, num_frames=valid)

@@ -164,7 +164,8 @@ def _item(key: str, members: list[dict]) -> Item:
     tracks = {m["track"] for m in members}
     # A group is speech data only if every member carries speech; otherwise it is text-only.
     track = "st2v" if tracks == {"st2v"} else "t2v"
-    shots = Counter(m["shot_size"] or "no_face" for m in members)
+    # null shot size: no face stage ran on the row; it joins no shot-size pool of the curriculum
+    shots = Counter(m["shot_size"] or "unknown" for m in members)
     shot = shots.most_common(1)[0][0]  # ties: the earliest member's shot size (Counter keeps order)
     first = members[0]
     return Item(key=key, track=track, shot_size=shot, rows=[m["loc"] for m in members],
