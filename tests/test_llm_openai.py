@@ -141,3 +141,18 @@ def test_bad_video_fails_only_its_row(video):
         assert srv.requests == 2
     assert [r["reject_stage"] for r in out] == [None, "character", None]
     assert out[1]["status"] == "error" and out[1]["reject_reason"].startswith("error: MediaError")
+
+
+def test_keyframes_are_the_centres_of_equal_parts():
+    from pipeline.llm.keyframes import jpeg_data_url, sample_keyframes
+
+    # frame i has brightness 10*i: the sampled brightness tells which frames were picked
+    frames = [np.full((36, 64, 3), 10 * i, dtype=np.uint8) for i in range(25)]
+    vid = encode_mp4(frames, fps=25.0, crf=0)
+    got = sample_keyframes(vid, 4, max_side=32)
+    assert [f.shape for f in got] == [(18, 32, 3)] * 4
+    idx = [int(round(float(f.mean()) / 10)) for f in got]
+    assert idx == [3, 9, 16, 22]  # centres of 4 quarters of 25 frames (1 s): t = 0.125, 0.375, 0.625, 0.875
+    assert jpeg_data_url(got[0]).startswith("data:image/jpeg;base64,/9j/")  # JPEG magic
+    with pytest.raises(Exception, match="no video bytes"):
+        sample_keyframes(b"", 4)
