@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_helpers import AUDIO_DIM, InMemoryDataModule, speech_features
+from tests._train_helpers import AUDIO_DIM, InMemoryDataModule, speech_features
 from model.text_encoder import build_tiny_text_encoder
 from model.vae import build_tiny_vae
 from training.module import MochaLitModule

@@ -216,8 +216,15 @@ class MochaLitModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["prompt"]), sync_dist=True)
         return loss
 
+    def optimizer_step(self, *args, **kwargs):
+        # EMA right after each real optimizer step (not in on_train_batch_end, which runs after
+        # the checkpoint callback and would leave a saved EMA one update behind its weights)
+        out = super().optimizer_step(*args, **kwargs)
+        self._update_ema()
+        return out
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def _update_ema(self) -> None:
         if self.ema_dit is None:
             return
         d = float(self.hparams.ema_decay)
