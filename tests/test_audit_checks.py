@@ -237,3 +237,18 @@ def test_cli_rejects_bad_arguments(tmp_path, video, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert checks.parse_fail_on("all") == list(checks.CHECKS)
     assert checks.parse_fail_on("") == []
+
+
+def test_embedding_flags_per_row_across_row_groups(tmp_path):
+    # Row groups of 3 rows: one all-valid group (read from statistics, not decoded), one with a
+    # null list and one with an empty list; the flags must still be exact per row.
+    import numpy as np
+
+    from pipeline.audit.load import _null_flags
+    from pipeline.audit.synthetic import _emb_column
+
+    embs = [np.ones((2, 4))] * 3 + [np.ones((2, 4)), None, np.ones((1, 4))] + [np.zeros((0, 4)), np.ones((2, 4))]
+    path = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"audio_emb": _emb_column([{"audio_emb": e} for e in embs], 4)}), path, row_group_size=3)
+    assert pq.ParquetFile(path).num_row_groups == 3
+    assert _null_flags(path, "audio_emb").to_pylist() == [e is not None for e in embs]

@@ -2,6 +2,7 @@
 benchmark (a dataset of any size without running the pipeline)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -24,6 +25,15 @@ def tiny_video(frames: int = 6, size: int = 32, fps: float = 25.0, seed: int = 0
     return encode_mp4([rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(frames)], fps)
 
 
+@functools.lru_cache(maxsize=64)
+def _shared_emb(frames: int, dim: int, variant: int = 0) -> np.ndarray:
+    """Read-only random embeddings shared between synthetic rows: realistic bytes on disk
+    (random values do not compress) without one array per row in memory."""
+    a = np.random.default_rng(variant).standard_normal((frames, dim)).astype(np.float16)
+    a.flags.writeable = False
+    return a
+
+
 def caption_json(i: int, shot_size: str = "close_up") -> str:
     """A caption valid against schemas.caption (the one the audit validates with)."""
     try:
@@ -40,8 +50,10 @@ def caption_json(i: int, shot_size: str = "close_up") -> str:
 
 
 def clip_row(i: int, source: int = 0, track: str = "st2v", video: bytes = b"", dim: int = 8,
-             span_s: float = 2.0, fps: float = 25.0, shot_size: Optional[str] = None) -> dict:
-    """Clip ``i`` of source ``source``: consecutive, non-overlapping spans of ``span_s``."""
+             span_s: float = 2.0, fps: float = 25.0, shot_size: Optional[str] = None,
+             emb_frames: Optional[int] = None) -> dict:
+    """Clip ``i`` of source ``source``: consecutive, non-overlapping spans of ``span_s``.
+    With ``emb_frames`` the embedding is a numpy array of that many frames (benchmark sizes)."""
     sha = hashlib.sha256(f"source-{source}".encode()).hexdigest()
     start = i * span_s
     rng = np.random.default_rng(i)
@@ -64,7 +76,8 @@ def clip_row(i: int, source: int = 0, track: str = "st2v", video: bytes = b"", d
         "caption": caption_json(i, shot_size), "prompt": f"A person {i} talks to the camera, indoors.",
         "video": video,
         "audio": b"fLaC-fake" if st2v else None,
-        "audio_emb": (np.zeros((2, dim), np.float16).tolist() if st2v else None),
+        "audio_emb": (None if not st2v else _shared_emb(emb_frames, dim, i % 16) if emb_frames
+                      else np.zeros((2, dim), np.float16).tolist()),
         "backends": backends_json(BACKENDS),
         "num_frames": frames, "face_height_ratio": float(rng.uniform(0.1, 0.6)),
     }
@@ -82,16 +95,40 @@ def ledger_row(clip: dict, status: Optional[str] = None, **kw) -> dict:
     return row
 
 
+def _emb_column(rows: list[dict], dim: int):
+    """The audio_emb column built from numpy arrays (T, dim) without Python float lists,
+    which would cost ~24 bytes per value (gigabytes for a benchmark-sized dataset)."""
+    import pyarrow as pa
+
+    embs = [r.get("audio_emb") for r in rows]
+    lengths = [0 if e is None else len(e) for e in embs]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    present = [np.asarray(e, np.float16).reshape(-1) for e in embs if e is not None]
+    flat = np.concatenate(present) if present else np.zeros(0, np.float16)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float16()), dim)
+    mask = pa.array([e is None for e in embs])
+    return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=mask)
+
+
+def _clip_table(rows: list[dict], dim: int):
+    schema = clip_schema(dim)
+    if not any(isinstance(r.get("audio_emb"), np.ndarray) for r in rows):
+        return rows_to_table(rows, schema)
+    t = rows_to_table([{**r, "audio_emb": None} for r in rows], schema)
+    i = schema.get_field_index("audio_emb")
+    return t.set_column(i, schema.field(i), _emb_column(rows, dim))
+
+
 def write_output(out: Path, clips: list[dict], ledger: list[dict], dim: int = 8,
                  run: Optional[dict] = None, rows_per_shard: int = 2000) -> Path:
     """Write ``clips`` into st2v/ and t2v/ by their track, ``ledger`` into ledger/, and run.json."""
     out = Path(out)
-    schema = clip_schema(dim)
     for track in ("st2v", "t2v"):
         rows = [c for c in clips if c["track"] == track]
         (out / track).mkdir(parents=True, exist_ok=True)
         for k in range(0, len(rows), rows_per_shard):
-            pq.write_table(rows_to_table(rows[k:k + rows_per_shard], schema), out / track / f"part-{k // rows_per_shard:05d}.parquet")
+            pq.write_table(_clip_table(rows[k:k + rows_per_shard], dim),
+                           out / track / f"part-{k // rows_per_shard:05d}.parquet")
     (out / "ledger").mkdir(parents=True, exist_ok=True)
     pq.write_table(rows_to_table(ledger, ledger_schema()), out / "ledger" / "part-00000.parquet")
     (out / "run.json").write_text(json.dumps(run or {"versions": {"mocha": "test"}, "counts": {"clips": len(clips)}}))
@@ -99,7 +136,8 @@ def write_output(out: Path, clips: list[dict], ledger: list[dict], dim: int = 8,
 
 
 def synthetic_output(out: Path, n_clips: int, video: Optional[bytes] = None, dim: int = 8,
-                     reject_every: int = 4, t2v_every: int = 5, sources: int = 20) -> Path:
+                     reject_every: int = 4, t2v_every: int = 5, sources: int = 20,
+                     emb_frames: Optional[int] = None, rows_per_shard: int = 2000) -> Path:
     """A consistent output dir: ``n_clips`` ledger clip rows over ``sources`` sources, every
     ``reject_every``-th rejected (by one of three stages), every ``t2v_every``-th kept one in t2v."""
     video = tiny_video() if video is None else video
@@ -108,7 +146,8 @@ def synthetic_output(out: Path, n_clips: int, video: Optional[bytes] = None, dim
     stages = [("speech", "speech_ratio below threshold"), ("faces", "no face"), ("motion", "static")]
     for i in range(n_clips):
         track = "t2v" if i % t2v_every == 0 else "st2v"
-        c = clip_row(i % per_source, source=i // per_source, track=track, video=video, dim=dim)
+        c = clip_row(i % per_source, source=i // per_source, track=track, video=video, dim=dim,
+                     emb_frames=emb_frames)
         c["clip_id"] = f"{c['clip_id']}-{i}"
         if i % reject_every == reject_every - 1:
             stage, reason = stages[i % 3]
@@ -118,4 +157,4 @@ def synthetic_output(out: Path, n_clips: int, video: Optional[bytes] = None, dim
             ledger.append(ledger_row(c))
     ledger.append({"source_uri": "file:///data/broken.mp4", "status": "error", "reject_stage": "probe",
                    "reject_reason": "cannot open media"})
-    return write_output(out, clips, ledger, dim=dim)
+    return write_output(out, clips, ledger, dim=dim, rows_per_shard=rows_per_shard)
