@@ -196,8 +196,19 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
 
 
 def _source_hook(cfg: CurateConfig):
-    """Called by the writer with all rows of one finished source (multi-clip grouping)."""
-    return None
+    """Called by the writer with all rows of one finished source: multi-clip grouping of
+    consecutive shots with the same characters (only kept clips are grouped)."""
+    from pipeline.captioning import load_tokenizer
+    from pipeline.grouping import group_clips
+
+    tokenizer = load_tokenizer(cfg.caption.tokenizer, cfg.run.models_dir) if cfg.caption.tokenizer else None
+
+    def hook(rows: list[dict]) -> list[dict]:
+        kept = [r for r in rows if r.get("status") in ("st2v", "t2v")]
+        group_clips(kept, cfg.caption.max_group_clips, tokenizer=tokenizer, cfg=cfg.caption)
+        return rows
+
+    return hook
 
 
 def _rows(items: list[dict], cfg: CurateConfig, runner: str):

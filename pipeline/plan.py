@@ -30,19 +30,43 @@ def _music(cfg: CurateConfig) -> ClipStage:
     return MusicStage(cfg.music, cfg.run.models_dir)
 
 
+def _visual(cfg: CurateConfig) -> ClipStage:
+    from pipeline.visual import VisualStage
+
+    return VisualStage(cfg.visual)
+
+
 def _audio_embed(cfg: CurateConfig) -> ClipStage:
     from pipeline.audio_embed import AudioEmbedStage
 
     return AudioEmbedStage(cfg.audio_embed, cfg.run.models_dir)
 
 
-def stage_plan(cfg: CurateConfig) -> list[tuple[str, StageFactory, StageResources]]:
-    """Ordered per-clip stages. Cheap filters first, so expensive stages see fewer clips."""
+def _character(cfg: CurateConfig) -> ClipStage:
+    from pipeline.character import CharacterFilterStage
+
+    return CharacterFilterStage.from_config(cfg)
+
+
+def _caption(cfg: CurateConfig) -> ClipStage:
+    from pipeline.captioning import CaptionStage
+
+    return CaptionStage.from_config(cfg)
+
+
+def stage_plan(cfg: CurateConfig) -> list[tuple[str, list[StageFactory], StageResources]]:
+    """Ordered operators, each a list of stages sharing one worker (one model load). Cheap
+    filters first, so expensive stages see fewer clips."""
     r = cfg.resources
     return [
-        ("speech", _speech, r.speech),
-        ("music", _music, r.music),
-        ("audio_embed", _audio_embed, r.audio_embed),
+        ("speech", [_speech], r.speech),
+        ("music", [_music], r.music),
+        # faces -> shot size -> lip-sync (re-aligns the audio) -> motion, on one shared decode;
+        # before the embedding so that it embeds re-aligned audio of surviving clips only
+        ("visual", [_visual], r.visual),
+        ("audio_embed", [_audio_embed], r.audio_embed),
+        # one actor for both: they share the process-wide LLM backend (one model in memory)
+        ("llm", [_character, _caption], r.llm),
     ]
 
 
@@ -50,27 +74,34 @@ def _dumps(row: dict) -> bytes:
     return pickle.dumps(row, protocol=5)
 
 
-class _StageActor:
-    """Ray callable class: builds and sets up one stage per actor, then maps batches."""
+def apply_stages(stages: list[ClipStage], rows: list[dict]) -> list[dict]:
+    """Run ``rows`` through ``stages`` in order; stages with ``process_batch`` get the batch."""
+    for st in stages:
+        if hasattr(st, "process_batch"):
+            rows = st.process_batch(rows)
+        else:
+            rows = [run_stage(st, r) for r in rows]
+    return rows
 
-    def __init__(self, factory: StageFactory, cfg: CurateConfig):
+
+class _StageActor:
+    """Ray callable class: builds and sets up its stages once per actor, then maps batches."""
+
+    def __init__(self, factories: list[StageFactory], cfg: CurateConfig):
         import torch
 
         torch.set_num_threads(1)
-        self.stage = factory(cfg)
-        self.stage.setup()
-        self.stage._ready = True
+        self.stages = [f(cfg) for f in factories]
+        for st in self.stages:
+            st.setup()
+            st._ready = True
 
     def __call__(self, batch: dict) -> dict:
-        out = []
-        for blob in batch["row"]:
-            row = pickle.loads(blob)
-            run_stage(self.stage, row)
-            out.append(_dumps(row))
-        return {"row": np.array(out, dtype=object)}
+        rows = apply_stages(self.stages, [pickle.loads(b) for b in batch["row"]])
+        return {"row": np.array([_dumps(r) for r in rows], dtype=object)}
 
 
-def _stage_task_fn(factory: StageFactory, cfg: CurateConfig):
+def _stage_task_fn(factory: list[StageFactory], cfg: CurateConfig):
     """Stateless-task form of a stage: built lazily once per worker process."""
     cache: dict = {}
 
@@ -108,13 +139,13 @@ def build_ray_dataset(items: list[dict], cfg: CurateConfig):
     r = cfg.resources
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(_split_fn(cfg), num_cpus=r.split.num_cpus)
-    for name, factory, res in stage_plan(cfg):
+    for name, factories, res in stage_plan(cfg):
         kwargs = dict(batch_size=res.batch_size, batch_format="numpy", num_cpus=res.num_cpus, num_gpus=res.num_gpus or None)
         if res.actors > 0:
-            ds = ds.map_batches(_StageActor, fn_constructor_args=(factory, cfg),
+            ds = ds.map_batches(_StageActor, fn_constructor_args=(factories, cfg),
                                 compute=ActorPoolStrategy(min_size=1, max_size=res.actors), **kwargs)
         else:
-            ds = ds.map_batches(_stage_task_fn(factory, cfg), **kwargs)
+            ds = ds.map_batches(_stage_task_fn(factories, cfg), **kwargs)
     ds = ds.map_batches(_finalize_fn(cfg), batch_size=r.finalize.batch_size, batch_format="numpy",
                         num_cpus=r.finalize.num_cpus)
     return ds
@@ -132,9 +163,7 @@ def iter_local(items: list[dict], cfg: CurateConfig) -> Iterator[dict]:
     from pipeline.route import finalize
     from pipeline.split import split_source
 
-    stages = [factory(cfg) for _name, factory, _res in stage_plan(cfg)]
+    stages = [f(cfg) for _name, factories, _res in stage_plan(cfg) for f in factories]
     for item in items:
-        for row in split_source(dict(item), cfg):
-            for st in stages:
-                run_stage(st, row)
+        for row in apply_stages(stages, split_source(dict(item), cfg)):
             yield finalize(row, cfg.clips)
