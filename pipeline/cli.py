@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "pipeline.demo",  # mocha demo
     "pipeline.audit.cli",  # mocha audit
     "training.data.cli",  # mocha data inspect
+    "training.cli",  # mocha train | generate | eval
 ]
 
 

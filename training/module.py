@@ -34,6 +34,8 @@ class MochaLitModule(L.LightningModule):
         vae: str = "wan2.1-vae",
         text_encoder: str = "umt5-xxl",
         text_max_length: int = 512,
+        audio_model: str = "wav2vec2-base-960h",
+        audio_layer: int = -1,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -53,6 +55,8 @@ class MochaLitModule(L.LightningModule):
             dit: DiTConfig fields (in_channels must equal the VAE's latent channels, text_dim the
                 text encoder's hidden size, audio_dim the Wav2Vec2 feature size).
             vae / text_encoder: registry name, hub id or local directory (loaded local-only).
+            audio_model / audio_layer: the speech encoder whose features the shards hold; used
+                by ``mocha generate`` to featurise new speech the same way.
             warmup_steps: linear LR warmup; constant afterwards (stage runs are short).
             ema_decay: 0 disables the EMA copy; generation uses the EMA weights when present.
             text_dropout / audio_dropout: probability of training a sample without its prompt /
