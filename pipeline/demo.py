@@ -52,34 +52,66 @@ def _resonate(x: np.ndarray, freq: float, bw: float) -> np.ndarray:
     return y
 
 
-def synth_scene_frames(seconds: float, width: int, height: int, hue: int, seed: int = 0):
-    """A moving textured scene (so motion and scene detectors have something to see)."""
+def speech_envelope(pcm: np.ndarray, fps: float, n: int) -> np.ndarray:
+    """Per-video-frame loudness in [0, 1] (drives the cartoon's mouth)."""
+    hop = int(AUDIO_RATE / fps)
+    env = np.array([np.sqrt(np.mean(pcm[i * hop:(i + 1) * hop] ** 2)) if i * hop < len(pcm) else 0.0 for i in range(n)])
+    return env / (env.max() + 1e-9)
+
+
+def draw_character(img: np.ndarray, cx: int, cy: int, mouth: float, scale: float = 1.0) -> None:
+    """A flat cartoon head and shoulders; OpenCV's face detectors find it like a real face."""
+    import cv2
+
+    s = scale
+    cv2.ellipse(img, (cx, cy + int(230 * s)), (int(150 * s), int(120 * s)), 0, 0, 360, (150, 60, 60), -1)
+    cv2.ellipse(img, (cx, cy), (int(70 * s), int(92 * s)), 0, 0, 360, (225, 180, 150), -1)
+    cv2.ellipse(img, (cx, cy - int(70 * s)), (int(75 * s), int(40 * s)), 0, 180, 360, (60, 40, 30), -1)
+    for dx in (-28, 28):
+        ex = cx + int(dx * s)
+        cv2.ellipse(img, (ex, cy - int(18 * s)), (int(14 * s), int(7 * s)), 0, 0, 360, (250, 250, 250), -1)
+        cv2.circle(img, (ex, cy - int(18 * s)), max(1, int(6 * s)), (20, 30, 40), -1)
+        cv2.line(img, (ex - int(16 * s), cy - int(35 * s)), (ex + int(16 * s), cy - int(37 * s)), (70, 50, 40), max(1, int(4 * s)))
+    cv2.line(img, (cx, cy - int(10 * s)), (cx - int(6 * s), cy + int(20 * s)), (200, 150, 120), max(1, int(3 * s)))
+    cv2.ellipse(img, (cx, cy + int(45 * s)), (int(24 * s), max(1, int((3 + 22 * mouth) * s))), 0, 0, 360, (140, 50, 60), -1)
+
+
+def synth_talking_frames(seconds: float, width: int, height: int, bg: tuple, mouth: np.ndarray | None,
+                         seed: int = 0, face: bool = True):
+    """A character on a textured background, swaying a little; its mouth follows ``mouth``."""
     rng = np.random.default_rng(seed)
-    base = np.zeros((height, width, 3), np.uint8)
-    base[..., 0] = (hue * 37) % 256
-    base[..., 1] = (hue * 91 + 60) % 256
-    base[..., 2] = (hue * 53 + 120) % 256
-    tex = rng.integers(0, 60, size=(height, width, 1), dtype=np.uint8)
+    tex = rng.integers(0, 40, size=(height, width, 1)).astype(np.int16)
+    base = np.clip(np.array(bg, np.int16)[None, None] + tex, 0, 255).astype(np.uint8)
     for k in range(int(seconds * FPS)):
         f = base.copy()
-        f = np.clip(f.astype(np.int16) + np.roll(tex, k * 2, axis=1), 0, 255).astype(np.uint8)
-        cx = int(width * (0.3 + 0.4 * (k % 50) / 50))
-        cy = height // 2
-        f[max(0, cy - 30):cy + 30, max(0, cx - 20):cx + 20] = (240, 200, 170)
+        if face:
+            cx = width // 2 + int(12 * math.sin(2 * math.pi * k / 60))
+            cy = int(height * 0.45) + int(4 * math.sin(2 * math.pi * k / 37))
+            draw_character(f, cx, cy, float(mouth[k]) if mouth is not None else 0.1, scale=height / 360)
+        else:
+            f = np.roll(f, 3 * k, axis=1)
         yield f
 
 
 def make_demo_inputs(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     made = []
-    # two scenes with a hard cut, speech-like audio throughout
-    frames = list(synth_scene_frames(4.0, 320, 240, 1, 1)) + list(synth_scene_frames(5.0, 320, 240, 4, 2))
-    p = folder / "two_scenes_speech.mp4"
-    p.write_bytes(encode_mp4(frames, FPS, audio=synth_speech(9.0, 1)))
+    # a talking character, two shots with a hard cut between them: st2v material
+    speech = synth_speech(9.0, 1)
+    mouth = speech_envelope(speech, FPS, int(9.0 * FPS))
+    frames = list(synth_talking_frames(4.0, 480, 360, (130, 110, 90), mouth[:100], 1)) + \
+        list(synth_talking_frames(5.0, 480, 360, (70, 90, 120), mouth[100:], 2))
+    p = folder / "talking_two_shots.mp4"
+    p.write_bytes(encode_mp4(frames, FPS, audio=speech))
     made.append(p)
-    # one long scene (becomes two windows) without an audio stream: t2v material
-    p = folder / "long_scene_no_audio.mp4"
-    p.write_bytes(encode_mp4(synth_scene_frames(12.0, 256, 256, 7, 3), FPS))
+    # the same character without an audio stream: t2v material (visual filters pass, no speech)
+    p = folder / "character_no_audio.mp4"
+    p.write_bytes(encode_mp4(synth_talking_frames(6.0, 480, 360, (100, 120, 100), None, 3), FPS))
+    made.append(p)
+    # no character at all: rejected by the face filter
+    p = folder / "no_character.mp4"
+    p.write_bytes(encode_mp4(synth_talking_frames(4.0, 320, 240, (60, 140, 60), None, 4, face=False), FPS,
+                             audio=synth_speech(4.0, 5)))
     made.append(p)
     # bad inputs: each must end as a ledger row with a reason
     (folder / "empty.mp4").write_bytes(b"")
