@@ -31,7 +31,6 @@ class StageResources(Strict):
 class ResourcesConfig(Strict):
     # Fractional CPUs by default: on a laptop or a 2-core CI box every stage's actor must fit
     # at once or Ray Data stalls; on a cluster raise these per stage.
-    ingest: StageResources = StageResources(num_cpus=0.5, actors=0)
     split: StageResources = StageResources(num_cpus=1.0, actors=0)
     speech: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
     music: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
