@@ -50,11 +50,13 @@ AUDIT = (
 
 
 def train_command(stage: int) -> str:
-    """``mocha train fit`` for one curriculum stage; stage N>0 starts from stage N-1's weights."""
+    """``mocha train fit`` for one curriculum stage (LightningCLI arguments); stage N>0 starts
+    from the weights of stage N-1, whose ModelCheckpoint writes last.ckpt into its
+    default_root_dir (training/cli.py)."""
     cmd = (
         "{{ params.mocha | sh }} train fit"
         f" --config {{{{ (params.train_config_dir ~ '/stage{stage}.yaml') | sh }}}}"
-        " --data.shards {{ params.output | sh }}"
+        " --data.roots {{ [params.output] | tojson | sh }}"
         f" --trainer.default_root_dir {{{{ (params.runs_dir ~ '/stage{stage}') | sh }}}}"
     )
     if stage > 0:
