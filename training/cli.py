@@ -105,7 +105,10 @@ def _eval(ns) -> int:
     from training.evaluate import evaluate_videos
 
     try:
-        report = evaluate_videos(ns.videos, speech=ns.speech, out=ns.out)
+        from pipeline.config import SyncConfig
+
+        cfg = SyncConfig(syncnet_checkpoint=ns.syncnet_checkpoint) if ns.syncnet_checkpoint else None
+        report = evaluate_videos(ns.videos, speech=ns.speech, out=ns.out, sync_cfg=cfg)
     except (ValueError, RuntimeError, OSError, ImportError) as e:
         print(f"mocha eval: {e}", file=sys.stderr)
         return 1
@@ -148,4 +151,6 @@ def register(subparsers) -> None:
     e.add_argument("videos", nargs="+", help="generated .mp4 files (their own audio is the speech)")
     e.add_argument("--speech", action="append", help="score against this audio instead (one per video)")
     e.add_argument("--out", help="write the per-video report as JSON here")
+    e.add_argument("--syncnet-checkpoint", help="SyncNet v2 weights (the paper's Sync-C/Sync-D); without it "
+                   "the weight-free av-correlation backend scores, on its own scale, and says so")
     e.set_defaults(func=_eval)
