@@ -252,3 +252,25 @@ def test_embedding_flags_per_row_across_row_groups(tmp_path):
     pq.write_table(pa.table({"audio_emb": _emb_column([{"audio_emb": e} for e in embs], 4)}), path, row_group_size=3)
     assert pq.ParquetFile(path).num_row_groups == 3
     assert _null_flags(path, "audio_emb").to_pylist() == [e is not None for e in embs]
+
+
+def test_nulls_in_non_nullable_columns_and_broken_pages_are_findings(tmp_path, video):
+    # A foreign writer: right column types and metadata, but nullable fields holding nulls.
+    from schemas.rows import clip_schema, rows_to_table
+
+    clips, ledger = clean_rows(video)
+    out = write_output(tmp_path / "out", clips, ledger)
+    loose = pa.schema([f.with_nullable(True) for f in clip_schema(8)], metadata=clip_schema(8).metadata)
+    bad = [dict(clips[0], clip_id=None), dict(clips[1], start_frame=None, clip_id="x-1")]
+    pq.write_table(rows_to_table(bad, loose), out / "st2v" / "zz-nulls.parquet")
+    # Valid footer and schema, garbage data pages.
+    good = (out / "st2v" / "part-00000.parquet").read_bytes()
+    broken = bytearray(good)
+    broken[8:len(broken) // 2] = bytes(len(broken) // 2 - 8)
+    (out / "st2v" / "zz-broken.parquet").write_bytes(bytes(broken))
+    got = findings(out)  # no exception
+    msgs = [f.message for f in got["foreign_schema"] if f.where == "st2v/zz-nulls.parquet"]
+    assert any("'clip_id'" in m for m in msgs) and any("'start_frame'" in m for m in msgs)
+    assert [f.where for f in got["foreign_schema"] if "unreadable" in f.message] == ["st2v/zz-broken.parquet"]
+    data = load_output(out)
+    assert data.clips.num_rows == N_CLIPS  # the faulty rows are left out, the good ones kept

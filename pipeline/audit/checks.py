@@ -231,7 +231,8 @@ def check_unlabelled_backends(data: AuditData) -> list[Finding]:
 
 # name -> (what it guards, function); the order is the order of the report.
 CHECKS: dict[str, tuple[str, Callable[[AuditData], list[Finding]]]] = {
-    "foreign_schema": ("every shard has the mocha schema of its kind and version", check_foreign_schema),
+    "foreign_schema": ("every shard is readable, has the mocha schema of its kind and version, and no nulls "
+                       "where the contract forbids them", check_foreign_schema),
     "output_layout": ("run.json is present and valid; a ledger exists", check_output_layout),
     "duplicate_clip_ids": ("no clip_id twice among clip rows or ledger rows", check_duplicate_clip_ids),
     "overlapping_spans": ("no two kept clips of one source share frames", check_overlapping_spans),

@@ -92,6 +92,23 @@ def _empty_clips() -> pa.Table:
     return pa.schema([f.with_nullable(True) for f in fields]).empty_table()
 
 
+def _drop_contract_nulls(t: pa.Table, schema: pa.Schema, rel: str, problems: list) -> pa.Table:
+    """Rows with nulls in columns the contract declares non-nullable (a foreign writer can
+    produce them: the schema check compares types only) are reported and left out, so no later
+    step meets a null clip_id, span or track."""
+    keep = None
+    for f in schema:
+        if f.nullable or f.name not in t.column_names:
+            continue
+        n = t.column(f.name).null_count
+        if n:
+            problems.append(SchemaProblem(rel, f"{n} null value(s) in non-nullable column {f.name!r}; "
+                                               "those rows are left out of the audit"))
+            valid = pc.is_valid(t.column(f.name))
+            keep = valid if keep is None else pc.and_(keep, valid)
+    return t if keep is None else t.filter(keep)
+
+
 def _conform(t: pa.Table, empty: pa.Table) -> pa.Table:
     """``t`` with exactly the columns of ``empty``: optional columns a shard lacks become nulls
     (the schema check only requires the contract's columns)."""
@@ -129,17 +146,21 @@ def load_output(output_dir: str | Path) -> AuditData:
             rel = str(p.relative_to(out))
             files.setdefault(track, []).append(rel)
             try:
-                clips.append(_read_clip_shard(p, rel))
+                clips.append(_drop_contract_nulls(_read_clip_shard(p, rel), clip_schema(), rel, problems))
             except SchemaError as e:
                 problems.append(SchemaProblem(rel, str(e)))
+            except (OSError, pa.ArrowException) as e:  # schema fine, data pages broken
+                problems.append(SchemaProblem(rel, f"unreadable shard: {e}"))
     ledgers: list[pa.Table] = []
     for p in _parquet_files(out / "ledger"):
         rel = str(p.relative_to(out))
         files.setdefault("ledger", []).append(rel)
         try:
-            ledgers.append(read_table(str(p), "ledger"))
+            ledgers.append(_drop_contract_nulls(read_table(str(p), "ledger"), ledger_schema(), rel, problems))
         except SchemaError as e:
             problems.append(SchemaProblem(rel, str(e)))
+        except (OSError, pa.ArrowException) as e:
+            problems.append(SchemaProblem(rel, f"unreadable shard: {e}"))
     run, run_problem = {}, None
     run_path = out / "run.json"
     if not run_path.is_file():
