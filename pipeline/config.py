@@ -250,10 +250,12 @@ class MotionConfig(Strict):
     # Flow runs on the shared decode shrunk to this width: motion_score is px/frame at this size.
     analysis_width: int = Field(256, ge=32)
     frame_step: int = Field(2, ge=1)  # flow between frames t and t+step, divided by step
-    # A still picture with audio measures ~0.0x px/frame (codec noise); a talking head >= 0.2.
-    static_max: float = Field(0.08, ge=0)
-    # Above ~4 % of the frame width per frame the clip is shaky or fast action, not a speaker.
-    chaotic_min: float = Field(10.0, gt=0)
+    # A re-encoded still picture measures ~0.00 px/frame (identical frames are coded as skips);
+    # real footage measures more even when calm (a leaf on a rock 0.07, a seated speaker 0.14).
+    static_max: float = Field(0.03, ge=0)
+    # 6 px/frame at 256 px is over half the frame width per second at 25 fps: whip pans and
+    # heavy shake (real speakers and film action measure 0.1-1.0).
+    chaotic_min: float = Field(6.0, gt=0)
 
 
 class VisualConfig(Strict):

@@ -1,0 +1,127 @@
+"""Figures for the visual stage (issue 3) on the real clips (../shared/data/real).
+
+Prints: frames per second of face detection (each backend), of the sync and motion steps and of
+the whole stage; decode passes per clip; sync confidence of aligned vs shifted vs mismatched vs
+music-only pairs. Run: ``.venv/bin/python benchmarks/bench_visual.py [--seconds 8]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import media
+from pipeline.config import FacesConfig, SyncConfig, VisualConfig
+from pipeline.faces import detect_frames, make_detector
+from pipeline.motion import analyse_motion
+from pipeline.sync import SyncScorer
+from pipeline.tracking import character_tracks, track_faces
+from pipeline.visual import VisualStage
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOCHA_SHARED_DIR", ROOT.parent / "shared"))
+REAL, WEIGHTS = SHARED / "data" / "real", SHARED / "data" / "weights"
+SPF = 640  # audio samples per video frame at 25 fps / 16 kHz
+
+
+def load(name: str, seconds: float, max_side: int = 640) -> np.ndarray:
+    info = media.probe(str(REAL / name))
+    w, h = media.fit_size(info.width, info.height, max_side)
+    frames, _ = media.decode_video(str(REAL / name), width=w, height=h, max_frames=int(seconds * 25))
+    return frames
+
+
+def audio(name: str, n_frames: int, delay_frames: int = 0) -> np.ndarray:
+    pcm = media.decode_audio(str(REAL / name))
+    pcm = np.pad(pcm, (0, max(0, n_frames * SPF - len(pcm))))[: n_frames * SPF]
+    if delay_frames:
+        pcm = np.concatenate([np.zeros(delay_frames * SPF, np.float32), pcm[: len(pcm) - delay_frames * SPF]])
+    return pcm
+
+
+def faces_cfg(backend: str) -> FacesConfig:
+    return FacesConfig(backend=backend, yunet_onnx=str(WEIGHTS / "face_detection_yunet_2023mar.onnx"),
+                       scrfd_onnx=str(WEIGHTS / "scrfd_500m_bnkps.onnx"))
+
+
+def dominant_boxes(frames: np.ndarray, fc: FacesConfig) -> np.ndarray:
+    dets = detect_frames(make_detector(fc), frames, fc.detect_every, fc.min_face_px)
+    tracks = track_faces(dets, fc.iou_threshold, fc.max_gap)
+    chars = character_tracks(tracks, len(dets), frames.shape[2], frames.shape[1], 1, 0.0)
+    return chars[0][0].boxes_per_frame(len(frames))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--face-backend", default="yunet", help="face backend for the sync figures")
+    args = ap.parse_args()
+    secs = args.seconds
+    clip = load("closeup_talk_hdtf_katiehill.mp4", secs)
+    print(f"# machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; clip {clip.shape}")
+
+    for backend in ("haar", "yunet", "scrfd"):
+        det = make_detector(faces_cfg(backend))
+        t = time.perf_counter()
+        for f in clip[:50]:
+            det.detect(f)
+        print(f"faces[{backend}]: {50 / (time.perf_counter() - t):.1f} frames/s detected "
+              f"(stage detects every {FacesConfig().detect_every}nd frame)")
+
+    t = time.perf_counter()
+    analyse_motion(clip, VisualConfig().motion)
+    print(f"motion[dis]: {len(clip) / (time.perf_counter() - t):.1f} frames/s")
+
+    boxes = dominant_boxes(clip, faces_cfg(args.face_backend))
+    scorer = SyncScorer(SyncConfig())
+    pcm = audio("closeup_talk_hdtf_katiehill.mp4", len(clip))
+    t = time.perf_counter()
+    scorer.score(clip, boxes, pcm)
+    print(f"sync[av-correlation]: {len(clip) / (time.perf_counter() - t):.1f} frames/s")
+
+    stage = VisualStage(VisualConfig(faces=faces_cfg(args.face_backend)))
+    row = {"clip_id": "bench", "video": media.encode_mp4(clip, 25), "fps": 25.0, "width": clip.shape[2],
+           "height": clip.shape[1], "num_frames": len(clip), "audio_pcm": pcm, "has_audio": True,
+           "st2v_block": None, "reject_stage": None, "backends": "{}"}
+    t = time.perf_counter()
+    stage(row)
+    dt = time.perf_counter() - t
+    print(f"visual stage[{args.face_backend}]: {len(clip) / dt:.1f} frames/s end to end; "
+          f"decode passes per clip: {stage.decode_passes}")
+
+    print(f"\n# sync separation (face backend {args.face_backend}, {secs:.0f} s, threshold "
+          f"{SyncConfig().avcorr_min_conf}); offset convention: audio delayed by k frames -> offset -k")
+    cases = [
+        ("closeup_talk_hdtf_katiehill.mp4", None, (0, 5, 10)),
+        ("medium_talk_latentsync_demo1.mp4", None, (0, 5, 10)),
+        ("medium_talk_latentsync_demo2.mp4", None, (0, 5, 10)),
+        ("medium_talk_latentsync_demo1.mp4", "speech_other_latentsync_demo1_audio.wav", (0,)),
+        ("closeup_talk_hdtf_katiehill.mp4", "music_only_vibe_ace.ogg", (0,)),
+        ("face_music_only_lp_d14.mp4", None, (0,)),
+    ]
+    for video, other, delays in cases:
+        frames = load(video, secs)
+        if video == "face_music_only_lp_d14.mp4":  # 30 fps source: resample to 25 fps first
+            frames = media_to_25(video, secs)
+        b = dominant_boxes(frames, faces_cfg(args.face_backend))
+        for d in delays:
+            r = scorer.score(frames, b, audio(other or video, len(frames), d))
+            kind = "mismatched" if other and "speech" in other else "music" if (other or "music" in video) else \
+                ("aligned" if d == 0 else f"delayed+{d}")
+            print(f"{video[:34]:34s} {(other or '')[:28]:28s} {kind:11s} offset {r.offset:+3d} "
+                  f"conf {r.conf:.3f} dist {r.dist:.3f}")
+
+
+def media_to_25(name: str, secs: float) -> np.ndarray:
+    info = media.probe(str(REAL / name))
+    w, h = media.fit_size(info.width, info.height, 640)
+    frames, times = media.decode_video(str(REAL / name), width=w, height=h)
+    idx = media.resample_times(times, 0.0, min(secs, float(times[-1])), 25.0)
+    return frames[idx]
+
+
+if __name__ == "__main__":
+    main()
