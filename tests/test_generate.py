@@ -101,3 +101,28 @@ def test_plan_frames_within_half_a_frame():
         assert all(1 + 4 * (L - 1) >= n for L, n in zip(lat, cut))  # the latents cover every kept frame
         assert all(1 + 4 * (L - 2) < n for L, n in zip(lat, cut) if L > 1)  # and no more latents than needed
         assert abs(sum(cut) / FPS - sum(durs)) <= 0.5 / FPS + 1e-9
+
+
+@pytest.mark.realdata
+def test_eval_scores_videos_and_labels_backend(ckpt, real_dir, tmp_path):
+    """`mocha eval`: Sync-C/Sync-D per video from the sync stage's scorer; an unscorable video
+    (the tiny model's noise has no face) is a row with its reason, not a crash."""
+    from pipeline.media import encode_mp4
+
+    src = str(real_dir / "closeup_talk_hdtf_katiehill.mp4")
+    frames, _ = decode_video(src, width=256, height=256, max_frames=75)
+    talk = tmp_path / "talk.mp4"
+    talk.write_bytes(encode_mp4(list(frames), FPS, audio=decode_audio(src)[: 3 * 16000]))
+    noise = tmp_path / "noise.mp4"
+    wav = tmp_path / "s.wav"
+    wav.write_bytes(encode_audio(decode_audio(str(talk)), fmt="wav"))
+    assert mocha(["generate", "--ckpt", ckpt, "--prompt", "A woman talks.", "--speech", str(wav),
+                  "--out", str(noise), "--steps", "1", "--height", "32", "--width", "32"]) == 0
+    report_path = tmp_path / "eval.json"
+    assert mocha(["eval", str(talk), str(noise), "--out", str(report_path)]) == 0
+    rep = json.loads(report_path.read_text())
+    assert rep["summary"]["videos"] == 2 and rep["summary"]["scored"] == 1
+    row = rep["videos"][0]
+    assert np.isfinite(row["sync_c"]) and np.isfinite(row["sync_d"]) and row["backend"]["backend"] == "av-correlation"
+    assert "error" in rep["videos"][1]
+    assert rep["summary"]["sync_c_mean"] == pytest.approx(row["sync_c"])
