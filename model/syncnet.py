@@ -102,10 +102,13 @@ def load_syncnet(path_or_state: Union[str, Path, dict], device: str = "cpu") -> 
     state = _strip_prefix(state)
     net = SyncNet()
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # Checkpoints saved before PyTorch 0.4.1 (the published one among them) have no BatchNorm
+    # ``num_batches_tracked`` counters; they are unused in eval mode.
+    needed = [k for k in own if not k.endswith("num_batches_tracked")]
+    missing = [k for k in needed if k not in state]
+    bad = [k for k in needed if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or bad:
         raise ValueError(f"not a SyncNet v2 state dict: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"wrong shapes {bad[:5]}")
-    net.load_state_dict({k: state[k] for k in own}, strict=True)
+    net.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
     return net.eval().to(device)
