@@ -146,3 +146,18 @@ def test_init_from_previous_stage(frozen, tmp_path):
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert torch.equal(nxt.dit.head.weight, saved["dit.head.weight"])
     assert not torch.equal(before, nxt.dit.head.weight)
+
+
+def test_bf16_mixed_with_activation_checkpointing_trains(frozen):
+    """The production precision and memory options run end to end through Lightning (on CPU)."""
+    L.seed_everything(0, verbose=False)
+    module = _module(frozen, lr=1e-3, ema_decay=0.99)
+    module.dit.cfg.grad_checkpointing = True
+    rec = _Record()
+    trainer = L.Trainer(max_steps=6, accelerator="cpu", precision="bf16-mixed", logger=False, callbacks=[rec],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        gradient_clip_val=1.0)
+    trainer.fit(module, InMemoryDataModule(_batches()))
+    losses = [r[1] for r in rec.rows]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert all(p.dtype == torch.float32 for p in module.dit.parameters())  # fp32 master weights
