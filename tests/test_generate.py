@@ -126,3 +126,18 @@ def test_eval_scores_videos_and_labels_backend(ckpt, real_dir, tmp_path):
     assert np.isfinite(row["sync_c"]) and np.isfinite(row["sync_d"]) and row["backend"]["backend"] == "av-correlation"
     assert "error" in rep["videos"][1]
     assert rep["summary"]["sync_c_mean"] == pytest.approx(row["sync_c"])
+
+
+def test_caption_json_prompt_is_rendered_and_counts_clips():
+    from training.generate import count_prompt_clips, prompt_from_input
+
+    doc = {"clips": [
+        {"characters": [{"tag": "Person1", "appearance": "a woman in a red coat", "speaking": True}],
+         "camera": {"shot_size": "close_up"}},
+        {"characters": [{"tag": "Person2", "appearance": "a bearded man", "speaking": True}],
+         "camera": {"shot_size": "medium"}}]}
+    text = prompt_from_input(json.dumps(doc))
+    assert text.startswith("Two video clips.") and "Person1" in text and "Person2" in text
+    assert count_prompt_clips(text) == 2
+    assert count_prompt_clips("A woman talks to the camera.") == 1
+    assert prompt_from_input("A woman talks.") == "A woman talks."
