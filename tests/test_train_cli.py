@@ -46,3 +46,14 @@ def test_smoke_train_writes_last_ckpt(tmp_path):
     dm_state = ck["MochaDataModule"]
     assert dm_state["consumed"] == 2 and dm_state["stage"] == 1
     assert any(k.startswith("ema_dit.") for k in ck["state_dict"])
+
+
+def test_missing_text_encoder_is_one_clear_error(tmp_path, capsys):
+    rows = mixed_rows({("t2v", "close_up"): 2}, colour_clip(80, n=20, step=4), n=20)
+    write_shards(tmp_path / "shards", rows)
+    rc = mocha(["train", "fit", "--config", str(CONFIGS / "smoke.yaml"),
+                "--model.text_encoder", str(tmp_path / "no_t5"), "--model.vae", str(tmp_path / "no_vae"),
+                "--data.shards", str(tmp_path / "shards"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "mocha train:" in err and "mocha models fetch" in err

@@ -69,8 +69,16 @@ def _train(ns) -> int:
         rest = ["--help"]
     argv = sys.argv
     sys.argv = ["mocha train"]  # LightningCLI reads its args from `rest` only
+    from model.vae import ModelNotAvailable
+    from pipeline.models import ModelMissing
+    from training.data.config import DataConfigError
+
     try:
         run_lightning_cli(rest)
+    except (ModelNotAvailable, ModelMissing, DataConfigError) as e:
+        # an expected set-up problem (weights not fetched, bad data config): one clear line
+        print(f"mocha train: {e}", file=sys.stderr)
+        return 1
     finally:
         sys.argv = argv
     return 0

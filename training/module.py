@@ -193,6 +193,13 @@ class MochaLitModule(L.LightningModule):
 
     # ----- Lightning hooks -----------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # fail before any data is read when a frozen model is missing or does not fit the DiT;
+        # the VAE is optional here: shards with precomputed latents never need it
+        self.text_model()
+        try:
+            self.vae_model()
+        except RuntimeError as e:
+            log.warning("VAE not loaded (%s); every batch must carry precomputed latents", e)
         if self.hparams.init_from and not self._init_done:
             ckpt = torch.load(self.hparams.init_from, map_location="cpu", weights_only=False)
             sd = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("dit.", "ema_dit."))}
