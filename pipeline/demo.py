@@ -126,6 +126,8 @@ def register(sub) -> None:
                        "curation on embedded defaults and prints where the shards are.")
     p.add_argument("--output", default="demo_out", help="working dir (inputs/ and shards/ go here)")
     p.add_argument("--runner", choices=["ray", "local"], default="ray")
+    p.add_argument("--no-train", action="store_true",
+                   help="stop after curation (skip the tiny training run and the generated mp4)")
     p.set_defaults(func=run)
 
 
@@ -138,4 +140,14 @@ def run(args) -> int:
     cfg = load_config(None, [], inputs=[str(p) for p in inputs], output=str(root / "shards"))
     run_curate(cfg, runner=args.runner)
     print(f"demo shards: {root / 'shards'} (st2v/, t2v/, ledger/, run.json)", file=sys.stdout)
+    if args.no_train:
+        return 0
+    # a few steps of a tiny, clearly labelled random model on those shards, then one generation
+    from training.demo import run_training_demo
+
+    res = run_training_demo(str(root / "shards"), str(root / "training"))
+    print(f"demo training: {res['steps']} steps, loss {res['losses'][0]:.3f} -> {res['losses'][-1]:.3f}; "
+          f"checkpoint {res['checkpoint']}")
+    print(f"demo generation: {res['generated_mp4']} ({res['generated_frames']} frames, "
+          f"{res['speech_seconds']} s of speech)")
     return 0

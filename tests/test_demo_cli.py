@@ -7,7 +7,7 @@ from tests.conftest import run_mocha
 
 @pytest.mark.slow
 def test_demo_makes_its_inputs_and_curates_them(tmp_path):
-    proc = run_mocha("demo", "--output", str(tmp_path), "--runner", "local")
+    proc = run_mocha("demo", "--output", str(tmp_path), "--runner", "local", "--no-train")
     assert "demo shards:" in proc.stdout
     ledger = read_ledger(tmp_path / "shards").to_pylist()
     by = {}
