@@ -95,8 +95,10 @@ class VisualStage(ClipStage):
             speaking_id = max(results, key=lambda k: results[k].conf)
             if results[speaking_id].conf < self.sync.min_conf:
                 speaking_id = None
-        order = sorted(chars, key=lambda ts: (ts[0].track_id != speaking_id,))  # stable: dominant next
-        primary = order[0][1]
+        # Speaking track first, then the rest by dominance. Shot size stays with the dominant
+        # (largest, longest) track: a weak sync score must not let a small false face set it.
+        order = sorted(chars, key=lambda ts: ts[0].track_id != speaking_id)
+        primary = chars[0][1]
         faces = []
         for t, s in order:
             d = s.to_json()
