@@ -236,8 +236,10 @@ class SyncConfig(Strict):
     vshift: int = Field(15, ge=1, le=50)  # published search range: +-15 frames = +-0.6 s at 25 fps
     # SyncNet confidence: curation pipelines (e.g. LatentSync's) keep clips with conf >= 3.
     syncnet_min_conf: float = Field(3.0, ge=0)
-    # av-correlation confidence = peak correlation - median correlation over the shifts; real
-    # aligned talking clips measure 0.2-0.3, speech on a still face or music near 0.1.
+    # av-correlation confidence = peak - median correlation over the shifts. Aligned real talking
+    # clips measure 0.19-0.29 (benchmarks/bench_visual.py), a face without mouth motion ~0. This
+    # backend does NOT separate mismatched or music audio (0.21-0.45 measured), so the default
+    # only drops clips whose mouth motion relates to the audio at no shift; SyncNet is the filter.
     avcorr_min_conf: float = Field(0.15, ge=0)
     # Offsets beyond this are not trusted enough to re-align (a real A/V lag rarely exceeds
     # 0.4 s); such clips keep their audio and are blocked from st2v.

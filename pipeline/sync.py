@@ -11,8 +11,12 @@ Two backends fill the same numbers:
 - ``av-correlation`` (embedded default, no weights): per-frame mouth-opening velocity of the
   face track (vertical optical flow of the jaw against the mid face, on a stabilised face crop)
   correlated with the speech onset signal (derivative of the log energy envelope); the distance
-  per shift is ``1 - correlation``. It is a coarse detector of gross misalignment and of a face
-  that does not speak; its confidence scale differs from SyncNet's (see SyncConfig).
+  per shift is ``1 - correlation``. Its confidence scale differs from SyncNet's (see
+  SyncConfig). Measured limits on the real clips (benchmarks/bench_visual.py): it tracks a
+  known audio delay on the close-up clip (with a constant -3 frame bias) and picks the speaking
+  face of two, but it does not recover offsets on the medium/wide LatentSync clips and does not
+  separate mismatched or music audio from matched speech. It is a labelled placeholder until a
+  SyncNet checkpoint is configured, not a lip-sync filter.
 
 :func:`score_sync` is the reusable entry point (also used by ``mocha eval`` on generated videos).
 """
