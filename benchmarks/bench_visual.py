@@ -82,6 +82,23 @@ def main() -> None:
     scorer.score(clip, boxes, pcm)
     print(f"sync[av-correlation]: {len(clip) / (time.perf_counter() - t):.1f} frames/s")
 
+    # SyncNet backend speed with random weights in the published layout (the weights do not
+    # change the cost); the real checkpoint is user-supplied.
+    import tempfile
+
+    import torch
+
+    from model.syncnet import SyncNet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "syncnet_v2.model"
+        torch.save(SyncNet().state_dict(), ckpt)
+        sn = SyncScorer(SyncConfig(syncnet_checkpoint=str(ckpt)))
+        n = 50
+        t = time.perf_counter()
+        sn.score(clip[:n], boxes[:n], pcm[: n * SPF])
+        print(f"sync[syncnet-v2, CPU]: {n / (time.perf_counter() - t):.1f} frames/s")
+
     stage = VisualStage(VisualConfig(faces=faces_cfg(args.face_backend)))
     row = {"clip_id": "bench", "video": media.encode_mp4(clip, 25), "fps": 25.0, "width": clip.shape[2],
            "height": clip.shape[1], "num_frames": len(clip), "audio_pcm": pcm, "has_audio": True,
