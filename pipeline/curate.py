@@ -38,8 +38,29 @@ def versions() -> dict:
     return out
 
 
+def resolve_visual_models(cfg: CurateConfig):
+    """The visual config with its model fields (paths or registry names) resolved to files.
+    Raises ModelMissing naming the fix when a configured one is absent."""
+    from pipeline.models import model_file
+
+    v = cfg.visual.model_copy(deep=True)
+    if v.faces.scrfd_onnx:
+        # a fetched insightface pack holds the detector (det_*.onnx) beside recognition models
+        v.faces.scrfd_onnx = model_file(v.faces.scrfd_onnx, "det_*.onnx", cfg.run.models_dir)
+    if v.faces.yunet_onnx:
+        v.faces.yunet_onnx = model_file(v.faces.yunet_onnx, "*.onnx", cfg.run.models_dir)
+    if v.sync.syncnet_checkpoint:
+        v.sync.syncnet_checkpoint = model_file(v.sync.syncnet_checkpoint, "*.model", cfg.run.models_dir)
+    return v
+
+
 def model_checks(cfg: CurateConfig) -> list[tuple[str, str]]:
-    """(stage, problem) for every configured model that is not available locally."""
+    """(stage, problem) for every configured model that is not available locally. A model the
+    config names explicitly (visual detectors, SyncNet) is an error when missing."""
+    try:
+        resolve_visual_models(cfg)
+    except ModelMissing as e:
+        raise CurateError(f"visual: {e}") from None
     missing = []
     if cfg.audio_embed.enabled:
         try:

@@ -114,6 +114,29 @@ def resolve_model(name_or_path: str, root: Optional[str] = None) -> str:
     raise ModelMissing(f"model {name_or_path!r} is not available locally ({models_dir(root)}); {fix}")
 
 
+def model_file(name_or_path: str, pattern: str, root: Optional[str] = None) -> str:
+    """One file of a model: the path itself if it is a file, else the first file matching
+    ``pattern`` inside its directory (zip archives there are unpacked once, beside them)."""
+    import zipfile
+
+    p = Path(resolve_model(name_or_path, root))
+    if p.is_file():
+        return str(p)
+    hits = sorted(p.rglob(pattern))
+    if not hits:
+        for z in sorted(p.glob("*.zip")):
+            dest = p / z.stem
+            if not dest.exists():
+                with zipfile.ZipFile(z) as zf:
+                    zf.extractall(dest)
+            hits = sorted(dest.rglob(pattern))
+            if hits:
+                break
+    if not hits:
+        raise ModelMissing(f"model {name_or_path!r} ({p}) holds no file matching {pattern!r}")
+    return str(hits[0])
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

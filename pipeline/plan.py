@@ -31,9 +31,10 @@ def _music(cfg: CurateConfig) -> ClipStage:
 
 
 def _visual(cfg: CurateConfig) -> ClipStage:
+    from pipeline.curate import resolve_visual_models
     from pipeline.visual import VisualStage
 
-    return VisualStage(cfg.visual)
+    return VisualStage(resolve_visual_models(cfg))
 
 
 def _audio_embed(cfg: CurateConfig) -> ClipStage:

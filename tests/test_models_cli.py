@@ -46,3 +46,25 @@ def test_strict_models_fails_before_work(tmp_path):
                      "--runner", "local", "--set", f"run.models_dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "--strict-models" in proc.stderr and "mocha models fetch" in proc.stderr
     assert not (tmp_path / "o" / "ledger").exists()
+
+
+def test_model_file_finds_the_detector_inside_a_fetched_zip(tmp_path):
+    import zipfile
+
+    from pipeline.models import model_file
+
+    d = tmp_path / "scrfd-500m"
+    d.mkdir()
+    with zipfile.ZipFile(d / "buffalo_sc.zip", "w") as z:
+        z.writestr("buffalo_sc/det_500m.onnx", b"det")
+        z.writestr("buffalo_sc/w600k_mbf.onnx", b"rec")
+    (d / LOCK_FILE).write_text("{}")
+    got = model_file("scrfd-500m", "det_*.onnx", str(tmp_path))
+    assert got.endswith("det_500m.onnx") and open(got, "rb").read() == b"det"
+    assert model_file(str(d / "buffalo_sc.zip"), "*.onnx") == str(d / "buffalo_sc.zip")  # a file is itself
+
+
+def test_configured_but_missing_visual_model_stops_the_run(tmp_path):
+    proc = run_mocha("curate", str(tmp_path), "--output", str(tmp_path / "o"), "--no-progress", "--runner", "local",
+                     "--set", f"run.models_dir={tmp_path}", "--set", "visual.faces.yunet_onnx=yunet-2023mar", check=False)
+    assert proc.returncode == 2 and "mocha models fetch yunet-2023mar" in proc.stderr
