@@ -73,7 +73,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
     shards = Path(a.shards) if a.shards else curate_real(tmp)
-    first = sorted(shards.glob("*/*.parquet"))[0]
+    first = sorted(shards.glob("st2v/*.parquet"))[0]
     dim = int(pq.read_schema(first).metadata[META_EMB_DIM])
     index = build_index([str(shards)], dim)
     needs_model = any(v is None for f in shards.glob("st2v/*.parquet")

@@ -75,7 +75,7 @@ def test_every_real_sample_decodes_into_training_batches(shards, emb_dim, wav2ve
 
 
 def test_rows_without_prompt_are_skipped_and_counted(shards, emb_dim, wav2vec2_for):
-    no_prompt = sum(p is None for f in shards.glob("*/*.parquet")
+    no_prompt = sum(p is None for t in ("st2v", "t2v") for f in shards.glob(f"{t}/*.parquet")
                     for p in pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist())
     cfg = DataConfig(roots=[str(shards)], batch_size=4, num_workers=0, audio_emb_dim=emb_dim,
                      audio_model=wav2vec2_for, num_frames=5, resolution=64, spatial_multiple=16)
