@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 STATE_KEY = "_state"
 WORKER_KEY = "_worker"
 INDEX_KEY = "_batch_index"
+FINAL_KEY = "_end_of_epoch"
 
 
 def collate(samples: list[Sample]) -> dict:
@@ -217,6 +218,8 @@ class _Part:
         for key in sorted(bufs):  # the tail: partial batches, so the union is the whole epoch
             if (b := flush(key)) is not None:
                 yield b
+        # state only (skip counts after the last batch); the loader does not hand it out
+        yield {STATE_KEY: copy.deepcopy(self.state), WORKER_KEY: self.logical, FINAL_KEY: True}
 
 
 def batch_parts(index: ShardIndex, cfg: DataConfig, rank: int, world_size: int, num_workers: int,
@@ -289,6 +292,8 @@ class ShardLoader:
             dl = self.dataset
         for batch in dl:
             self._workers[int(batch.pop(WORKER_KEY))] = batch.pop(STATE_KEY)
+            if batch.pop(FINAL_KEY, False):
+                continue
             self.consumed += 1
             self._history.append((self.consumed, self._state()))
             if self.tag_batches:

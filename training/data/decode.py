@@ -140,6 +140,14 @@ class SampleDecoder:
 
     def decode(self, item, rows: list[dict], bucket: tuple[int, int], rng: np.random.Generator) -> Sample:
         cfg, T = self.cfg, self.cfg.num_frames
+        first = rows[0]
+        prompt = first.get("group_prompt") if len(rows) > 1 else first.get("prompt")
+        if len(rows) > 1 and not prompt:
+            prompt = " ".join(r.get("prompt") or "" for r in rows).strip()
+        if not prompt:
+            if self.cfg.missing_prompt == "skip":
+                raise SampleError("no prompt text", item.key)
+            prompt = ""
         totals = []
         for r in rows:
             if not r.get("video"):
@@ -168,13 +176,5 @@ class SampleDecoder:
         audio = np.zeros((T, self.dim), np.float32)
         if speech:
             audio[:valid] = np.concatenate(embs)
-        first = rows[0]
-        prompt = first.get("group_prompt") if len(rows) > 1 else first.get("prompt")
-        if len(rows) > 1 and not prompt:
-            prompt = " ".join(r.get("prompt") or "" for r in rows).strip()
-        if not prompt:
-            if self.cfg.missing_prompt == "skip":
-                raise SampleError("no prompt text", item.key)
-            prompt = ""
         return Sample(key=item.key, track=item.track, shot_size=item.shot_size, prompt=prompt, frames=video,
                       audio_emb=audio, has_audio=speech, num_frames=valid)
