@@ -236,11 +236,14 @@ class SyncConfig(Strict):
     vshift: int = Field(15, ge=1, le=50)  # published search range: +-15 frames = +-0.6 s at 25 fps
     # SyncNet confidence: curation pipelines (e.g. LatentSync's) keep clips with conf >= 3.
     syncnet_min_conf: float = Field(3.0, ge=0)
-    # av-correlation confidence = peak - median correlation over the shifts. Aligned real talking
-    # clips measure 0.19-0.29 (benchmarks/bench_visual.py), a face without mouth motion ~0. This
-    # backend does NOT separate mismatched or music audio (0.21-0.45 measured), so the default
-    # only drops clips whose mouth motion relates to the audio at no shift; SyncNet is the filter.
-    avcorr_min_conf: float = Field(0.15, ge=0)
+    # av-correlation confidence = z-score of the peak correlation within +-vshift against the same
+    # curve at far shifts (no relation). Measured on the real clips with YuNet boxes
+    # (benchmarks/bench_visual.py): aligned or shifted talking clips 2.6-3.1 (8-10 s) and 7.0-7.3
+    # (demo2, 20 s); mismatched speech 2.2, music under a talking face 2.1, a face moving to music
+    # 2.1. The margin is thin: 0.2 on each side for 8-10 s clips (longer clips score higher, roughly
+    # with sqrt(duration); 5-6 s clips fall to chance, ~2), and the same speaker's video 4 s out
+    # of step with her audio measured 2.6, above it. A coarse filter; SyncNet is the real one.
+    avcorr_min_conf: float = Field(2.4, ge=0)
     # Offsets beyond this are not trusted enough to re-align (a real A/V lag rarely exceeds
     # 0.4 s); such clips keep their audio and are blocked from st2v.
     max_realign_offset: int = Field(10, ge=0)

@@ -8,15 +8,16 @@ means the audio runs ahead of the picture; re-aligning delays the audio by ``off
 
 Two backends fill the same numbers:
 - ``syncnet``: the SyncNet v2 network (model/syncnet.py) from a user-supplied checkpoint;
-- ``av-correlation`` (embedded default, no weights): per-frame mouth-opening velocity of the
-  face track (vertical optical flow of the jaw against the mid face, on a stabilised face crop)
-  correlated with the speech onset signal (derivative of the log energy envelope); the distance
-  per shift is ``1 - correlation``. Its confidence scale differs from SyncNet's (see
-  SyncConfig). Measured limits on the real clips (benchmarks/bench_visual.py): it tracks a
-  known audio delay on the close-up clip (with a constant -3 frame bias) and picks the speaking
-  face of two, but it does not recover offsets on the medium/wide LatentSync clips and does not
-  separate mismatched or music audio from matched speech. It is a labelled placeholder until a
-  SyncNet checkpoint is configured, not a lip-sync filter.
+- ``av-correlation`` (embedded default, no weights): mouth opening velocity of the face track
+  (vertical optical flow of chin and lower lip against the nose, on a stabilised lower-face
+  crop) correlated with the change of the 1-3 kHz speech energy, averaged over 3 s windows; the
+  distance per shift is ``1 - correlation`` and the confidence a z-score of the peak against far
+  shifts (a different scale from SyncNet's, see SyncConfig). Measured on the real clips
+  (benchmarks/bench_visual.py, 8-10 s, YuNet boxes): the two LatentSync clips are found in sync
+  (+1) and known audio delays of 5 and 10 frames are reported within 1 frame; the close-up
+  measures a constant -2 (so -7 and -12 for the delays). Matched speech scores 2.6-3.1 on 8-10 s
+  clips against 2.1-2.2 for mismatched speech or music: a thin margin, and one 4-s-out-of-step
+  copy of the same speaker measured 2.6. A coarse filter until a SyncNet checkpoint is set.
 
 :func:`score_sync` is the reusable entry point (also used by ``mocha eval`` on generated videos).
 """
@@ -28,7 +29,7 @@ from typing import Optional
 import cv2
 import numpy as np
 from scipy.fft import dct
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import median_filter, uniform_filter1d
 
 from pipeline.config import SyncConfig
 
@@ -106,66 +107,154 @@ def face_crops(frames: np.ndarray, boxes: np.ndarray, size: int, gray: bool = Tr
 
 
 # --- weight-free backend ------------------------------------------------------------------------
+#
+# Mouth opening velocity against the speech envelope's rate of change. Both are "how fast is the
+# articulation changing now" signals, so at the right shift they rise and fall together. What
+# was measured on the real clips (benchmarks/bench_visual.py) decided each choice below:
+# - visual: vertical optical flow of the chin and of the lower lip, each minus the flow of the
+#   nose (the nose does not move with the jaw, so head translation cancels). Medians over small
+#   regions ignore teeth appearing and disappearing, which flow misreads as motion;
+# - audio: 1-3 kHz log energy (the band where consonant releases and vowel onsets change most;
+#   0.3-3 kHz and pitch-dominated low bands gave a several-frame lag on the medium shots);
+# - both signals are high-passed (1 s), z-normalised and clipped at 2.5 sd, so one head turn or
+#   one loud burst does not outweigh seconds of speech;
+# - correlation is averaged over 3 s windows (1 s hop), like SyncNet averages per-frame
+#   distances, then compared to the same curve at far shifts (40-120 frames), where audio and
+#   picture are unrelated: confidence is the z-score of the peak against that null.
 
-_CROP = 64  # face crop side for the flow; rows below are fractions of it
-
-
-def mouth_velocity(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(T,) signed vertical velocity of the lower lip and jaw on the stabilised face crop
-    (crop px/frame, positive = opening). Subtracting the mid-face flow was tried and made the
-    offsets less stable on the real clips: the smoothed track already follows the head."""
-    crops = face_crops(frames, smooth_boxes(boxes), _CROP)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    rows = slice(int(0.69 * _CROP), int(0.94 * _CROP))  # lower lip and chin
-    cols = slice(int(0.28 * _CROP), int(0.72 * _CROP))
-    v = np.zeros(len(crops))
-    for i in range(1, len(crops)):
-        v[i] = dis.calc(crops[i - 1], crops[i], None)[rows, cols, 1].mean()
-    return v
-
-
-def speech_onsets(pcm: np.ndarray, num_frames: int, fps: float = FPS, rate: int = AUDIO_RATE) -> np.ndarray:
-    """(T,) derivative of the log RMS envelope per video frame: positive where sound starts."""
-    hop = int(round(rate / fps))
-    x = np.zeros(num_frames * hop, np.float32)
-    n = min(len(pcm), len(x))
-    x[:n] = pcm[:n]
-    # Floor at -60 dBFS: digital silence (padding, re-alignment) must not look like a loud onset.
-    env = np.log(np.sqrt((x.reshape(num_frames, hop) ** 2).mean(1)) + 1e-4)
-    return np.diff(env, prepend=env[:1])
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 1e-12 else 0.0
+_LOWFACE = 96  # px side of the lower-face crop the flow runs on
+_CROP_Y = (0.40, 1.10)  # crop rows as fractions of the face box height from its top
+_CROP_X = 0.40  # crop half-width as a fraction of the box width
+# Regions as (top, bottom, half-width) in face-box fractions. YuNet puts the mouth corners at
+# 0.72-0.76 of the box height on all the real clips, the nose tip at 0.55-0.62.
+_NOSE, _LOWER_LIP, _CHIN = (0.50, 0.62, 0.12), (0.78, 0.86, 0.15), (0.88, 1.00, 0.15)
+_BAND_HZ = (1000.0, 3000.0)
+_HP_FRAMES = 25  # 1 s high-pass: removes breathing-rate drifts and slow head nods
+_CLIP_SD = 2.5
+_WIN, _HOP = 75, 25  # 3 s windows, 1 s hop
+_NULL_LAGS = (40, 120)  # |shift| range assumed unrelated (1.6-4.8 s, beyond any syllable rhythm)
 
 
-def shift_correlations(video: np.ndarray, audio: np.ndarray, vshift: int) -> np.ndarray:
-    """Correlation of video[i] with audio[i - s] for s = -vshift..vshift (overlap only)."""
-    T = min(len(video), len(audio))
-    out = np.zeros(2 * vshift + 1)
-    for k, s in enumerate(range(-vshift, vshift + 1)):
-        if T - abs(s) < 10:
-            continue
-        if s >= 0:
-            out[k] = _corr(video[s:T], audio[:T - s])
-        else:
-            out[k] = _corr(video[:T + s], audio[-s:T])
+def stable_boxes(boxes: np.ndarray) -> np.ndarray:
+    """A median filter first (detector outliers and the box following the chin on open vowels
+    must not become mouth motion), then a short mean for the centre and a long one for size."""
+    b = np.asarray(boxes, np.float64)[:, :4]
+    k = max(1, min(9, len(b)))
+    c = median_filter((b[:, :2] + b[:, 2:]) / 2, size=(k, 1), mode="nearest")
+    s = median_filter(b[:, 2:] - b[:, :2], size=(k, 1), mode="nearest")
+    c = uniform_filter1d(c, 3, axis=0, mode="nearest")
+    s = uniform_filter1d(s, 9, axis=0, mode="nearest")
+    return np.concatenate([c - s / 2, c + s / 2], 1)
+
+
+def lower_face_crops(frames: np.ndarray, boxes: np.ndarray, size: int = _LOWFACE) -> np.ndarray:
+    """(T, size, size) gray crops from nose to below the chin on the stabilised track, scaled
+    per axis so a region is the same rows of the crop at any face size."""
+    out = np.empty((len(frames), size, size), np.uint8)
+    for i, (f, (x0, y0, x1, y1)) in enumerate(zip(frames, stable_boxes(boxes))):
+        w, h = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+        cx = (x0 + x1) / 2
+        sx0, sy0 = cx - _CROP_X * w, y0 + _CROP_Y[0] * h
+        sx, sy = size / (2 * _CROP_X * w), size / ((_CROP_Y[1] - _CROP_Y[0]) * h)
+        m = np.array([[sx, 0, -sx0 * sx], [0, sy, -sy0 * sy]], np.float32)
+        gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+        out[i] = cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     return out
 
 
+def _region(top: float, bottom: float, half: float, size: int = _LOWFACE) -> tuple[slice, slice]:
+    span = _CROP_Y[1] - _CROP_Y[0]
+    r0, r1 = int((top - _CROP_Y[0]) / span * size), int((bottom - _CROP_Y[0]) / span * size)
+    c0, c1 = int((0.5 - half / (2 * _CROP_X)) * size), int((0.5 + half / (2 * _CROP_X)) * size)
+    return slice(r0, r1), slice(c0, c1)
+
+
+def mouth_signals(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(T, 2) opening velocity (crop px/frame, positive = opening): chin and lower lip, each
+    relative to the nose."""
+    crops = lower_face_crops(frames, boxes)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    nose, lip, chin = (_region(*r) for r in (_NOSE, _LOWER_LIP, _CHIN))
+    out = np.zeros((len(crops), 2))
+    for i in range(1, len(crops)):
+        vy = dis.calc(crops[i - 1], crops[i], None)[..., 1]
+        n = np.median(vy[nose])
+        out[i] = np.median(vy[chin]) - n, np.median(vy[lip]) - n
+    return out
+
+
+def speech_signal(pcm: np.ndarray, num_frames: int, fps: float = FPS, rate: int = AUDIO_RATE) -> np.ndarray:
+    """(T,) change per video frame of the 1-3 kHz log energy (25 ms windows every 10 ms,
+    averaged over the 4 analysis steps inside each 40 ms frame)."""
+    hop, win = rate // 100, int(0.025 * rate)
+    n_steps = int(round(num_frames * 100 / fps))
+    x = np.zeros(n_steps * hop + win, np.float32)
+    n = min(len(pcm), len(x))
+    x[:n] = np.asarray(pcm[:n], np.float32)
+    idx = np.arange(win)[None, :] + hop * np.arange(n_steps)[:, None]
+    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(win), 512)) ** 2
+    freqs = np.fft.rfftfreq(512, 1.0 / rate)
+    band = spec[:, (freqs >= _BAND_HZ[0]) & (freqs <= _BAND_HZ[1])].sum(1)
+    per = n_steps // num_frames
+    e = band[: num_frames * per].reshape(num_frames, per).mean(1)
+    # Floor 60 dB under the clip's peak: digital silence (padding, re-alignment) is not -inf.
+    loge = np.log(e + 1e-6 * max(float(e.max()), 1e-12) + 1e-12)
+    return np.diff(loge, prepend=loge[:1])
+
+
+def _prepare(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    x = x - uniform_filter1d(x, _HP_FRAMES, mode="nearest")
+    sd = x.std()
+    x = (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+    return np.clip(x, -_CLIP_SD, _CLIP_SD)
+
+
+def windowed_correlation(video: np.ndarray, audio: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Correlation of video[i] with audio[i - s] (circular) per lag s, averaged over windows."""
+    T = min(len(video), len(audio))
+    win = min(_WIN, T)
+    starts = range(0, T - win + 1, _HOP)
+    # (L, T) audio rolled by each lag; each window is centred and normalised per lag.
+    rolled = np.stack([np.roll(audio[:T], int(s)) for s in lags])
+    out = np.zeros(len(lags))
+    for s0 in starts:
+        v = video[s0:s0 + win] - video[s0:s0 + win].mean()
+        a = rolled[:, s0:s0 + win] - rolled[:, s0:s0 + win].mean(1, keepdims=True)
+        den = np.linalg.norm(a, axis=1) * np.linalg.norm(v)
+        out += np.where(den > 1e-9, a @ v / np.maximum(den, 1e-9), 0.0)
+    return out / max(1, len(starts))
+
+
+def null_lags(num_frames: int, vshift: int) -> np.ndarray:
+    """Far shifts for the null curve; a short clip falls back to whatever lies beyond the search."""
+    lo, hi = _NULL_LAGS
+    hi = min(hi, num_frames - lo)
+    if hi - lo < 10:
+        lo, hi = vshift + 5, num_frames // 2
+    pos = np.arange(lo, hi + 1) if hi >= lo else np.zeros(0, int)
+    return np.concatenate([pos, -pos])
+
+
 def av_correlation(frames: np.ndarray, boxes: np.ndarray, pcm: np.ndarray, vshift: int) -> SyncResult:
-    # 5-frame (200 ms, about a syllable) smoothing of both signals keeps the syllabic rhythm.
-    v = uniform_filter1d(mouth_velocity(frames, boxes), 5)
-    a = uniform_filter1d(speech_onsets(pcm, len(frames)), 5)
-    r = shift_correlations(v, a, vshift)
-    # Distances as in the published search (smaller = better) so both backends reduce alike;
-    # the shift index is reversed: r[k] pairs video i with audio i - (k - vshift).
+    T = len(frames)
+    mouth = mouth_signals(frames, boxes)
+    audio = _prepare(speech_signal(pcm, T))
+    lags = np.arange(-vshift, vshift + 1)
+    far = null_lags(T, vshift)
+    r = np.zeros(len(lags))
+    null = np.zeros(len(far))
+    for j in range(mouth.shape[1]):
+        v = _prepare(mouth[:, j])
+        r += windowed_correlation(v, audio, lags) / mouth.shape[1]
+        if len(far):
+            null += windowed_correlation(v, audio, far) / mouth.shape[1]
+    k = int(np.argmax(r))
+    sd = float(null.std()) if len(far) > 2 else 0.0
+    conf = float((r[k] - null.mean()) / sd) if sd > 1e-9 else 0.0
+    # Distances as in the published search (smaller = better): index k <-> offset vshift - k.
     mdist = (1.0 - r)[::-1]
-    offset, conf, dist = scores_from_distances(mdist, vshift)
-    return SyncResult(offset, conf, dist, "av-correlation", mdist)
+    return SyncResult(int(lags[k]), conf, float(1.0 - r[k]), "av-correlation", mdist)
 
 
 # --- SyncNet backend ----------------------------------------------------------------------------

@@ -75,40 +75,96 @@ def test_syncnet_evaluation_finds_a_known_delay(delay):
     assert r.conf > 0.5
 
 
-@pytest.fixture(scope="module")
-def katie(real_dir):
-    name = real(real_dir, "closeup_talk_hdtf_katiehill.mp4")
-    return name, frames_25(name, 8.0)
+# --- the weight-free backend on the real clips (issue 3 acceptance) -----------------------------
+# Offsets follow SyncNet's sign: audio delayed by d frames -> offset -d. Clips are cut to 8-10 s.
+
+KATIE = "closeup_talk_hdtf_katiehill.mp4"
+DEMO1, DEMO2 = "medium_talk_latentsync_demo1.mp4", "medium_talk_latentsync_demo2.mp4"
+TALKING = {KATIE: 8.0, DEMO1: 10.0, DEMO2: 10.0}
+# The close-up measures a constant -2 frames (aligned -2, +5 -> -7, +10 -> -12) with every mouth
+# and audio feature tried; the issue asks for |error| <= 1. Kept as a strict xfail so a fix shows.
+KATIE_BIAS = pytest.mark.xfail(strict=True, reason="av-correlation measures -2 frames on the aligned close-up")
 
 
 @pytest.fixture(scope="module")
-def katie_boxes(katie, weights_dir):
-    # The dominant track from YuNet; the Haar boxes jitter too much for mouth motion (see report).
+def yunet(weights_dir) -> FacesConfig:
+    # The dominant track from YuNet; the Haar boxes jitter too much for mouth motion.
+    return FacesConfig(backend="yunet", yunet_onnx=str(weights_dir / "face_detection_yunet_2023mar.onnx"))
+
+
+def _dominant_boxes(frames, cfg: FacesConfig):
     from pipeline.faces import detect_frames, make_detector
     from pipeline.tracking import character_tracks, track_faces
 
-    cfg = FacesConfig(backend="yunet", yunet_onnx=str(weights_dir / "face_detection_yunet_2023mar.onnx"))
-    frames = katie[1]
     dets = detect_frames(make_detector(cfg), frames, cfg.detect_every, cfg.min_face_px)
     chars = character_tracks(track_faces(dets), len(dets), frames.shape[2], frames.shape[1], 5, 0.3)
     return chars[0][0].boxes_per_frame(len(frames))
 
 
-@pytest.mark.realdata
-def test_av_correlation_tracks_known_audio_delays(katie, katie_boxes):
-    name, frames = katie
+@pytest.fixture(scope="module")
+def measured(real_dir, yunet):
+    """SyncResult per (video, audio, delay) pair, computed once for the module."""
     scorer = SyncScorer(SyncConfig())
     assert scorer.backend == "av-correlation"
-    base = scorer.score(frames, katie_boxes, pcm_for(name, len(frames)))
-    assert base.conf >= SyncConfig().avcorr_min_conf
-    for delay in (5, 10):
-        r = scorer.score(frames, katie_boxes, pcm_for(name, len(frames), delay))
-        assert abs((r.offset - base.offset) + delay) <= 1, (delay, base.offset, r.offset)
+    pairs = [(v, v, d) for v in TALKING for d in (0, 5, 10)]
+    pairs += [(DEMO1, "speech_other_latentsync_demo1_audio.wav", 0),  # a different utterance
+              (KATIE, "music_only_vibe_ace.ogg", 0),  # music under a talking face
+              ("face_music_only_lp_d14.mp4", "face_music_only_lp_d14.mp4", 0)]  # a face moving to music
+    out, clips = {}, {}
+    for video, audio, delay in pairs:
+        if video not in clips:
+            frames = frames_25(real(real_dir, video), TALKING.get(video, 8.0))
+            clips[video] = frames, _dominant_boxes(frames, yunet)
+        frames, boxes = clips[video]
+        out[video, audio, delay] = scorer.score(frames, boxes, pcm_for(real(real_dir, audio), len(frames), delay))
+    return out
+
+
+def _talking_params():
+    return [pytest.param(v, marks=KATIE_BIAS) if v == KATIE else v for v in TALKING]
 
 
 @pytest.mark.realdata
-def test_score_sync_api_finds_the_face_itself(katie):
-    name, frames = katie
+@pytest.mark.parametrize("video", _talking_params())
+def test_av_correlation_finds_aligned_clips_in_sync(measured, video):
+    r = measured[video, video, 0]
+    assert abs(r.offset) <= 1, r.offset
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("video", _talking_params())
+def test_av_correlation_reports_known_audio_delays(measured, video):
+    for delay in (5, 10):
+        r = measured[video, video, delay]
+        assert abs(r.offset + delay) <= 1, (delay, r.offset)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("video", list(TALKING))
+def test_av_correlation_follows_a_delay_from_its_aligned_estimate(measured, video):
+    # What holds on every clip, the close-up included: a delay moves the estimate by that delay.
+    base = measured[video, video, 0].offset
+    for delay in (5, 10):
+        assert abs(measured[video, video, delay].offset - base + delay) <= 1
+
+
+@pytest.mark.realdata
+def test_av_correlation_threshold_separates_speech_from_mismatch_and_music(measured):
+    thr = SyncConfig().avcorr_min_conf
+    synced = {k: r.conf for k, r in measured.items() if k[0] == k[1] and k[0] in TALKING}
+    unrelated = {k: r.conf for k, r in measured.items() if k not in synced}
+    assert len(synced) == 9 and len(unrelated) == 3
+    assert min(synced.values()) >= thr, synced
+    assert max(unrelated.values()) < thr, unrelated
+    for r in measured.values():
+        assert r.backend == "av-correlation" and r.curve.shape == (31,)
+        assert r.dist == pytest.approx(r.curve.min())
+
+
+@pytest.mark.realdata
+def test_score_sync_api_finds_the_face_itself(real_dir):
+    name = real(real_dir, KATIE)
+    frames = frames_25(name, 8.0)
     r = score_sync(frames[:100], pcm_for(name, 100))
     assert r.backend == "av-correlation" and -15 <= r.offset <= 15 and r.curve.shape == (31,)
     with pytest.raises(ValueError, match="no face"):
