@@ -114,6 +114,21 @@ class AudioEmbedConfig(Strict):
     max_seconds_per_pass: float = Field(30.0, gt=0)
 
 
+class LatentsConfig(Strict):
+    """Optional VAE latents per clip (pipeline/latents.py). Off by default: a 3D VAE pass per
+    clip is the most expensive step and only pays off when many epochs read the same clips."""
+
+    enabled: bool = False
+    vae: str = "wan2.1-vae"  # registry name, local dir or cached hub id (model.vae.load_vae)
+    subfolder: Optional[str] = "vae"
+    dtype: str = "float32"
+    # These must equal the trainer's data config (training/configs/data.yaml): the loader only
+    # uses latents whose shape matches its own bucket and length, and decodes pixels otherwise.
+    fps: float = Field(25.0, gt=0)
+    num_frames: int = Field(49, ge=1)
+    buckets: list[list[int]] = [[256, 256], [224, 288], [288, 224], [192, 336], [336, 192]]
+
+
 class LLMConfig(Strict):
     """Backend of the prominent-character filter and the captioner."""
 
@@ -281,6 +296,7 @@ class CurateConfig(Strict):
     speech: SpeechConfig = SpeechConfig()
     music: MusicConfig = MusicConfig()
     audio_embed: AudioEmbedConfig = AudioEmbedConfig()
+    latents: LatentsConfig = LatentsConfig()
     llm: LLMConfig = LLMConfig()
     character: CharacterFilterConfig = CharacterFilterConfig()
     caption: CaptionConfig = CaptionConfig()

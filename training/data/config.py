@@ -125,6 +125,7 @@ class DataConfig(Strict):
     # encodes 1 + 4k frames into 1 + k latent frames.
     num_frames: int = Field(49, ge=1)
     vae_temporal_compression: int = Field(4, ge=1)
+    vae_spatial_compression: int = Field(8, ge=1)  # Wan 2.1 VAE: stored latents are checked against it
     resolution: int = Field(256, ge=16)  # base side; buckets keep about resolution**2 pixels
     # VAE spatial compression 8 x DiT patch 2: bucket sides must divide by 16.
     spatial_multiple: int = Field(16, ge=1)

@@ -43,8 +43,6 @@ FINAL_KEY = "_end_of_epoch"
 
 
 def collate(samples: list[Sample]) -> dict:
-    frames = np.stack([s.frames for s in samples])  # B T H W 3
-    video = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
     batch = {
         "audio_emb": torch.from_numpy(np.stack([s.audio_emb for s in samples])),
         "has_audio": torch.tensor([s.has_audio for s in samples], dtype=torch.bool),
@@ -57,7 +55,8 @@ def collate(samples: list[Sample]) -> dict:
     if all(s.latents is not None for s in samples):
         batch["latents"] = torch.from_numpy(np.stack([s.latents for s in samples])).float()
     else:
-        batch["video"] = video
+        frames = np.stack([s.frames for s in samples])  # B T H W 3
+        batch["video"] = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
     return batch
 
 
@@ -122,6 +121,7 @@ class _Part:
         b = self.ds.buckets[self.ds.bucket_of[item]]
         try:
             s = self.decoder.decode(it, self._rows(item), (b[0], b[1]), rng)
+            s.item = item
             self.failures = 0
             return s
         except SampleError as e:
@@ -135,7 +135,20 @@ class _Part:
                                    "the shards look broken") from e
             return None
 
+    def _pixels(self, s: Sample) -> Sample:
+        """Pixels of a sample that came as latents, for a batch where not all have latents."""
+        it = self.ds.index.items[s.item]
+        b = self.ds.buckets[self.ds.bucket_of[s.item]]
+        px = self.decoder.decode(it, self._rows(s.item), (b[0], b[1]), np.random.default_rng(0), allow_latents=False)
+        px.item = s.item
+        return px
+
     def _emit(self, samples: list[Sample]) -> dict:
+        if any(s.latents is None for s in samples) and any(s.latents is not None for s in samples):
+            samples = [self._pixels(s) if s.latents is not None else s for s in samples]
+        if self.decoder.latent_mismatch:
+            self.state["latents_mismatched"] = self.state.get("latents_mismatched", 0) + self.decoder.latent_mismatch
+            self.decoder.latent_mismatch = 0
         batch = collate(samples)
         self.state["batches"] += 1
         if self.decoder.computed:

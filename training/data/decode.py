@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.media import MediaError, iter_frames, resample_times
+from pipeline.latents import choose_bucket, decode_window, latents_from_bytes, source_indices  # noqa: F401
+from pipeline.media import MediaError
 from training.data.config import DataConfig
 
 
@@ -39,13 +40,8 @@ class Sample:
     audio_emb: np.ndarray  # float32 [T, D], zero-padded; zeros for text-only samples
     has_audio: bool
     num_frames: int  # valid frames before padding
-    latents: Optional[np.ndarray] = None
-
-
-def choose_bucket(width: int, height: int, buckets: list[list[int]]) -> int:
-    """Bucket [h, w] whose aspect ratio is nearest (in log scale) to the clip's."""
-    a = math.log(max(width, 1) / max(height, 1))
-    return int(np.argmin([abs(a - math.log(b[1] / b[0])) for b in buckets]))
+    latents: Optional[np.ndarray] = None  # float32 [C, T', H', W'] (then frames is None)
+    item: int = -1  # index in the ShardIndex (to decode pixels after all, for a mixed batch)
 
 
 def frame_counts(totals: list[int], length: int) -> list[int]:
@@ -61,47 +57,6 @@ def frame_counts(totals: list[int], length: int) -> list[int]:
         counts[i] += extra
         spare -= extra
     return counts
-
-
-def _cover_size(w: int, h: int, bh: int, bw: int) -> tuple[int, int]:
-    s = max(bw / w, bh / h)
-    return max(bw, int(math.ceil(w * s))), max(bh, int(math.ceil(h * s)))
-
-
-def decode_window(video: bytes, src_fps: float, fps: float, start: int, count: int,
-                  bucket: tuple[int, int], src_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``start .. start+count`` of the clip resampled to ``fps``, scaled to cover the
-    bucket and centre-cropped: (uint8 [count, bh, bw, 3], source frame index per frame)."""
-    bh, bw = bucket
-    sw, sh = _cover_size(src_size[0], src_size[1], bh, bw)
-    t0, t1 = start / fps, (start + count) / fps
-    kept: list[np.ndarray] = []
-    times: list[float] = []
-    first = 0  # source index of kept[0]
-    n = 0
-    try:
-        for t, f in iter_frames(video, width=sw, height=sh):
-            if t >= t1 - 1e-6 and kept:
-                break
-            if t <= t0 + 1e-6:  # only the latest frame at or before the window start matters
-                kept, times, first = [], [], n
-            kept.append(f)
-            times.append(t)
-            n += 1
-    except MediaError as e:
-        if not kept:
-            raise SampleError("undecodable video", str(e)) from e
-    except Exception as e:  # PyAV raises a few non-FFmpeg errors on garbage input
-        raise SampleError("undecodable video", f"{type(e).__name__}: {e}") from e
-    if not kept:
-        raise SampleError("no decodable video frames")
-    idx = resample_times(np.asarray(times), t0, t1, fps)
-    if len(idx) < count:
-        raise SampleError("video shorter than num_frames", f"{len(idx)} < {count} frames")
-    y0, x0 = (sh - bh) // 2, (sw - bw) // 2
-    frames = np.stack([kept[i][y0:y0 + bh, x0:x0 + bw] for i in idx])
-    del src_fps  # the frames' own timestamps drive the resampling (VFR-safe)
-    return frames, idx + first
 
 
 def emb_array(value, dim: int) -> Optional[np.ndarray]:
@@ -120,6 +75,7 @@ class SampleDecoder:
     def __init__(self, cfg: DataConfig, dim: int, featurizer=None):
         self.cfg, self.dim, self.featurizer = cfg, dim, featurizer
         self.computed = 0  # samples whose features the loader computed (reported in the state)
+        self.latent_mismatch = 0  # stored latents of another bucket/length: pixels used instead
 
     def _features(self, row: dict, n_src: int) -> np.ndarray:
         emb = emb_array(row.get("audio_emb"), self.dim)
@@ -138,7 +94,25 @@ class SampleDecoder:
         self.computed += 1
         return out
 
-    def decode(self, item, rows: list[dict], bucket: tuple[int, int], rng: np.random.Generator) -> Sample:
+    def _latents(self, row: dict, bucket: tuple[int, int]) -> Optional[np.ndarray]:
+        """Stored latents if they are this sample's (same length and bucket), else None."""
+        if not (self.cfg.use_latents and row.get("latents")):
+            return None
+        try:
+            z = latents_from_bytes(row["latents"])
+        except ValueError as e:
+            raise SampleError("unreadable latents", str(e)) from e
+        cfg = self.cfg
+        want = (1 + (cfg.num_frames - 1) // cfg.vae_temporal_compression,
+                bucket[0] // cfg.vae_spatial_compression, bucket[1] // cfg.vae_spatial_compression)
+        if z.ndim != 4 or tuple(z.shape[1:]) != want:
+            self.latent_mismatch += 1
+            return None
+        return z.astype(np.float32)
+
+    def decode(self, item, rows: list[dict], bucket: tuple[int, int], rng: np.random.Generator,
+               allow_latents: bool = True) -> Sample:
+        """``allow_latents=False`` decodes pixels of the same window the latents cover."""
         cfg, T = self.cfg, self.cfg.num_frames
         first = rows[0]
         prompt = first.get("group_prompt") if len(rows) > 1 else first.get("prompt")
@@ -158,13 +132,29 @@ class SampleDecoder:
             totals.append(int(math.floor(n_src / float(r["fps"]) * cfg.fps + 1e-6)))
         counts = frame_counts(totals, T)
         speech = item.track == "st2v"
+        first_window = not allow_latents  # latents cover frames 0..T-1
+        if len(rows) == 1 and totals[0] >= T and allow_latents:
+            z = self._latents(rows[0], bucket)
+            if z is not None:
+                r = rows[0]
+                audio = np.zeros((T, self.dim), np.float32)
+                if speech:
+                    idx = source_indices(int(r["num_frames"]), float(r["fps"]), cfg.fps, T)
+                    emb = self._features(r, int(r["num_frames"]))
+                    audio[:] = emb[np.clip(idx, 0, len(emb) - 1)]
+                return Sample(key=item.key, track=item.track, shot_size=item.shot_size, prompt=prompt,
+                              frames=None, audio_emb=audio, has_audio=speech, num_frames=T, latents=z)
         frames, embs = [], []
         for r, total, count in zip(rows, totals, counts):
             if count <= 0:
                 continue
-            start = int(rng.integers(0, total - count + 1)) if cfg.random_crop and total > count else 0
-            f, src_idx = decode_window(r["video"], float(r["fps"]), cfg.fps, start, count, bucket,
-                                       (int(r["width"]), int(r["height"])))
+            crop = cfg.random_crop and total > count and not first_window
+            start = int(rng.integers(0, total - count + 1)) if crop else 0
+            try:
+                f, src_idx = decode_window(r["video"], cfg.fps, start, count, bucket,
+                                           (int(r["width"]), int(r["height"])))
+            except MediaError as e:
+                raise SampleError("undecodable video", str(e)) from e
             frames.append(f)
             if speech:
                 emb = self._features(r, int(r["num_frames"]))
