@@ -145,7 +145,14 @@ class _Part:
 
     def _emit(self, samples: list[Sample]) -> dict:
         if any(s.latents is None for s in samples) and any(s.latents is not None for s in samples):
-            samples = [self._pixels(s) if s.latents is not None else s for s in samples]
+            px = []
+            for s in samples:
+                try:
+                    px.append(self._pixels(s) if s.latents is not None else s)
+                except SampleError as e:  # latents but undecodable video: drop it from this batch
+                    self.state["skipped"][e.reason] = self.state["skipped"].get(e.reason, 0) + 1
+                    log.warning("skipped sample %s (%s) in a mixed latents/pixels batch", s.key, e)
+            samples = px
         if self.decoder.latent_mismatch:
             self.state["latents_mismatched"] = self.state.get("latents_mismatched", 0) + self.decoder.latent_mismatch
             self.decoder.latent_mismatch = 0
@@ -175,7 +182,9 @@ class _Part:
                 bufs.clear()  # pending draws belong to the previous stage's mix
                 self.state["stage"] = stage
             ready: list[Sample] = []
-            target: Optional[str] = None  # the first bucket to fill up makes this batch
+            # the first bucket to fill up makes this batch (one left full by replacements first)
+            full = sorted(k for k, v in bufs.items() if len(v) >= B)
+            target: Optional[str] = full[0] if full else None
             while len(ready) < B:
                 need = B - len(ready)
                 if target is not None and len(bufs.get(target, ())) >= need:
