@@ -147,7 +147,7 @@ def test_data_inspect_reports_the_mix(shards, capsys):
     args = p.parse_args(["data", "inspect", str(shards), "--stage", "0", "--samples", "500", "--json"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["track"] == {"t2v": {"configured": 1.0, "drawn": 1.0}}
+    assert out["track"] == {"t2v": {"configured": 1.0, "effective": 1.0, "drawn": 1.0}}
     args = p.parse_args(["data", "inspect", str(shards), "--stage", "9"])
     assert args.func(args) == 2
     assert "stages 0..4" in capsys.readouterr().err

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.datashards import DIM, colour_clip, mixed_rows, write_shards
 
 from training.data.config import DataConfig
-from training.data.dataset import ShardLoader, ShardStream, batch_parts
-from training.data.sampler import PoolCursor, epoch_order
+from training.data.dataset import ShardLoader, ShardStream, _Part, batch_parts
+from training.data.decode import SampleDecoder
+from training.data.sampler import PoolCursor, epoch_order, part_slice
+from training.data.shards import ChunkReader
 from training.data.shards import build_index
 
 POOLS = {("st2v", "close_up"): 23, ("st2v", "medium"): 14, ("t2v", "wide"): 11}
@@ -72,3 +76,39 @@ def test_chunk_major_order_keeps_row_groups_together(index):
     order = epoch_order(list(range(len(index.items))), chunk_of, 0, 1, 0, window=1)
     switches = int(np.sum(np.diff([chunk_of[i] for i in order]) != 0))
     assert switches == len(set(chunk_of)) - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 500), parts=st.integers(1, 64))
+def test_part_slices_are_disjoint_complete_and_balanced(n, parts):
+    order = np.random.default_rng(n).permutation(n)
+    sl = [part_slice(order, p, parts) for p in range(parts)]
+    assert sorted(np.concatenate(sl).tolist()) == list(range(n))
+    assert max(map(len, sl)) - min(map(len, sl)) <= 1
+
+
+def test_a_part_reads_only_its_row_groups_once_with_a_bounded_cache(index, monkeypatch):
+    """IO locality and bounded memory: in an epoch each worker reads each of its row groups once
+    (plus at most the boundary ones) and never holds more than row_group_cache of them."""
+    reads, peak = [], [0]
+    orig = ChunkReader._table
+
+    def counting(self, ci):
+        if ci not in self._cache:
+            reads.append(ci)
+        t = orig(self, ci)
+        peak[0] = max(peak[0], len(self._cache))
+        return t
+
+    monkeypatch.setattr(ChunkReader, "_table", counting)
+    cfg = _cfg(shuffle_window=1, row_group_cache=2)
+    parts = batch_parts(index, cfg, 0, 1, 4)
+    chunk_of = [it.rows[0][0] for it in index.items]
+    for w, items in enumerate(parts):
+        reads.clear()
+        ds = ShardStream(index, cfg, rank=0, world_size=1, mode="epoch")
+        ctx = _Part(ds, w, 4, w, 4, ChunkReader(index, cfg.row_group_cache), SampleDecoder(cfg, DIM), {})
+        ids = [c for b in ctx.run_epoch() if "clip_id" in b for c in b["clip_id"]]
+        assert sorted(ids) == sorted(index.items[i].key for i in items)
+        assert len(reads) == len(set(reads)) == len({chunk_of[i] for i in items})
+    assert peak[0] <= 2

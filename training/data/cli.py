@@ -31,28 +31,35 @@ def inspect_mix(roots: list[str], stage: int, samples: int, config: str | None =
         track[item.track] += 1
         if item.track == "st2v":
             shot[item.shot_size] += 1
+    # effective = after renormalising pools absent from the shards (allow_missing_pools)
     want = expected_mix(pools)
+    mix = cfg.curriculum.stages[stage]
+    conf_shot = mix.shot_mix if mix.track_mix.get("st2v", 0) > 0 else {}
     n_st2v = max(1, track["st2v"])
+
+    def row(conf: dict, eff: dict, drawn: Counter, total: int, key: str) -> dict:
+        return {"configured": round(conf.get(key, 0.0), 4), "effective": round(eff.get(key, 0.0), 4),
+                "drawn": round(drawn[key] / max(1, total), 4)}
+
     return {
         "stage": stage, "samples": samples,
         "pools": [{"pool": p.key, "weight": round(p.weight, 6)} for p in pools],
-        "track": {t: {"configured": round(want["track"].get(t, 0.0), 4), "drawn": round(track[t] / samples, 4)}
-                  for t in sorted(set(want["track"]) | set(track))},
-        "st2v_shot": {s: {"configured": round(want["st2v_shot"].get(s, 0.0), 4), "drawn": round(shot[s] / n_st2v, 4)}
-                      for s in sorted(set(want["st2v_shot"]) | set(shot))},
+        "track": {t: row(mix.track_mix, want["track"], track, samples, t)
+                  for t in sorted(set(mix.track_mix) | set(track))},
+        "st2v_shot": {s: row(conf_shot, want["st2v_shot"], shot, n_st2v, s)
+                      for s in sorted(set(conf_shot) | set(shot))},
         "totals": index.totals(),
     }
 
 
 def _print(rep: dict) -> None:
     print(f"stage {rep['stage']}: {rep['samples']} draws through the curriculum sampler")
-    print(f"{'track':<22}{'configured':>12}{'drawn':>10}")
-    for k, v in rep["track"].items():
-        print(f"{k:<22}{v['configured']:>12.3f}{v['drawn']:>10.3f}")
-    if rep["st2v_shot"]:
-        print(f"{'st2v shot size':<22}{'configured':>12}{'drawn':>10}")
-        for k, v in rep["st2v_shot"].items():
-            print(f"{k:<22}{v['configured']:>12.3f}{v['drawn']:>10.3f}")
+    for title, part in (("track", rep["track"]), ("st2v shot size", rep["st2v_shot"])):
+        if not part:
+            continue
+        print(f"{title:<22}{'configured':>12}{'effective':>11}{'drawn':>10}")
+        for k, v in part.items():
+            print(f"{k:<22}{v['configured']:>12.3f}{v['effective']:>11.3f}{v['drawn']:>10.3f}")
     t = rep["totals"]
     print(f"shards: {t['files']} files, {t['row_groups']} row groups, {t['rows']} rows, {t['samples']} samples "
           f"({t['groups']} multi-clip groups)")
