@@ -109,27 +109,45 @@ def main() -> None:
     print(f"visual stage[{args.face_backend}]: {len(clip) / dt:.1f} frames/s end to end; "
           f"decode passes per clip: {stage.decode_passes}")
 
-    print(f"\n# sync separation (face backend {args.face_backend}, {secs:.0f} s, threshold "
-          f"{SyncConfig().avcorr_min_conf}); offset convention: audio delayed by k frames -> offset -k")
+    print(f"\n# sync separation (face backend {args.face_backend}, threshold {SyncConfig().avcorr_min_conf}); "
+          "offset convention: audio delayed by k frames -> offset -k; conf = z-score vs far shifts")
+    katie, demo1, demo2 = ("closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4",
+                           "medium_talk_latentsync_demo2.mp4")
+    # (video, seconds, audio or None for its own, delays, kind): the clip lengths of tests/test_sync.py
     cases = [
-        ("closeup_talk_hdtf_katiehill.mp4", None, (0, 5, 10)),
-        ("medium_talk_latentsync_demo1.mp4", None, (0, 5, 10)),
-        ("medium_talk_latentsync_demo2.mp4", None, (0, 5, 10)),
-        ("medium_talk_latentsync_demo1.mp4", "speech_other_latentsync_demo1_audio.wav", (0,)),
-        ("closeup_talk_hdtf_katiehill.mp4", "music_only_vibe_ace.ogg", (0,)),
-        ("face_music_only_lp_d14.mp4", None, (0,)),
+        (katie, 8.0, None, (0, 5, 10), "synced"),
+        (demo1, 10.0, None, (0, 5, 10), "synced"),
+        (demo2, 10.0, None, (0, 5, 10), "synced"),
+        (demo2, 20.0, None, (0, 5, 10), "synced"),
+        (demo1, 10.0, "speech_other_latentsync_demo1_audio.wav", (0,), "mismatched"),
+        (katie, 8.0, "music_only_vibe_ace.ogg", (0,), "music"),
+        ("face_music_only_lp_d14.mp4", 8.0, None, (0,), "music"),
     ]
-    for video, other, delays in cases:
-        frames = load(video, secs)
-        if video == "face_music_only_lp_d14.mp4":  # 30 fps source: resample to 25 fps first
-            frames = media_to_25(video, secs)
+    worst = {"synced": np.inf, "unrelated": -np.inf}
+    for video, vsecs, other, delays, kind in cases:
+        frames = media_to_25(video, vsecs)
         b = dominant_boxes(frames, faces_cfg(args.face_backend))
         for d in delays:
-            r = scorer.score(frames, b, audio(other or video, len(frames), d))
-            kind = "mismatched" if other and "speech" in other else "music" if (other or "music" in video) else \
-                ("aligned" if d == 0 else f"delayed+{d}")
-            print(f"{video[:34]:34s} {(other or '')[:28]:28s} {kind:11s} offset {r.offset:+3d} "
-                  f"conf {r.conf:.3f} dist {r.dist:.3f}")
+            pcm = audio(other or video, len(frames), d)
+            t = time.perf_counter()
+            r = scorer.score(frames, b, pcm)
+            dt = time.perf_counter() - t
+            label = kind if kind != "synced" else ("aligned" if d == 0 else f"audio+{d}")
+            expect = f"{-d:+3d}" if kind == "synced" else "  -"
+            key = "synced" if kind == "synced" else "unrelated"
+            worst[key] = min(worst[key], r.conf) if key == "synced" else max(worst[key], r.conf)
+            print(f"{video[:34]:34s} {vsecs:4.0f}s {(other or '')[:28]:28s} {label:10s} expect {expect} "
+                  f"offset {r.offset:+3d} conf {r.conf:5.2f} dist {r.dist:.3f}  ({len(frames) / dt:.0f} frames/s)")
+    # The same speaker out of step: her video rolled by 4 s against her own audio.
+    frames = media_to_25(katie, 8.0)
+    rolled = np.concatenate([frames[100:], frames[:100]])
+    r = scorer.score(rolled, dominant_boxes(rolled, faces_cfg(args.face_backend)), audio(katie, len(frames)))
+    worst["unrelated"] = max(worst["unrelated"], r.conf)
+    print(f"{katie[:34]:34s}    8s {'video rolled by 4 s':28s} {'mismatched':10s} expect   - "
+          f"offset {r.offset:+3d} conf {r.conf:5.2f} dist {r.dist:.3f}")
+    thr = SyncConfig().avcorr_min_conf
+    print(f"lowest synced conf {worst['synced']:.2f}, highest unrelated {worst['unrelated']:.2f}; "
+          f"threshold {thr}: margins {worst['synced'] - thr:+.2f} / {thr - worst['unrelated']:+.2f}")
 
 
 def media_to_25(name: str, secs: float) -> np.ndarray:

@@ -252,13 +252,14 @@ class SyncConfig(Strict):
     # SyncNet confidence: curation pipelines (e.g. LatentSync's) keep clips with conf >= 3.
     syncnet_min_conf: float = Field(3.0, ge=0)
     # av-correlation confidence = z-score of the peak correlation within +-vshift against the same
-    # curve at far shifts (no relation). Measured on the real clips with YuNet boxes
-    # (benchmarks/bench_visual.py): aligned or shifted talking clips 2.6-3.1 (8-10 s) and 7.0-7.3
-    # (demo2, 20 s); mismatched speech 2.2, music under a talking face 2.1, a face moving to music
-    # 2.1. The margin is thin: 0.2 on each side for 8-10 s clips (longer clips score higher, roughly
-    # with sqrt(duration); 5-6 s clips fall to chance, ~2), and the same speaker's video 4 s out
-    # of step with her audio measured 2.6, above it. A coarse filter; SyncNet is the real one.
-    avcorr_min_conf: float = Field(2.4, ge=0)
+    # statistic where sound and picture are unrelated (far shifts, time-reversed signals).
+    # Measured on the real clips with YuNet boxes (benchmarks/bench_visual.py; the same clips
+    # trimmed by 0-10 frames to see the spread): synced talking clips, aligned or delayed,
+    # 2.64-3.8 at 8-10 s and 6.8 for 20 s; mismatched speech 2.1-2.4, music under a talking face
+    # 2.0-2.2, a face moving to music 1.7-2.1. The margin is thin, ~0.14 on each side of 2.5 for
+    # 8-10 s clips (scores grow roughly with sqrt(duration); 5-6 s of speech is near chance, ~2),
+    # so this is a coarse filter; SyncNet (syncnet_min_conf) is the real one.
+    avcorr_min_conf: float = Field(2.5, ge=0)
     # Offsets beyond this are not trusted enough to re-align (a real A/V lag rarely exceeds
     # 0.4 s); such clips keep their audio and are blocked from st2v.
     max_realign_offset: int = Field(10, ge=0)

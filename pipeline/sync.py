@@ -119,8 +119,8 @@ def face_crops(frames: np.ndarray, boxes: np.ndarray, size: int, gray: bool = Tr
 # - both signals are high-passed (1 s), z-normalised and clipped at 2.5 sd, so one head turn or
 #   one loud burst does not outweigh seconds of speech;
 # - correlation is averaged over 3 s windows (1 s hop), like SyncNet averages per-frame
-#   distances, then compared to the same curve at far shifts (40-120 frames), where audio and
-#   picture are unrelated: confidence is the z-score of the peak against that null.
+#   distances, then compared to the same curve where audio and picture are unrelated (far
+#   shifts, time-reversed audio or picture): confidence is the z-score of the peak against that.
 
 _LOWFACE = 96  # px side of the lower-face crop the flow runs on
 _CROP_Y = (0.40, 1.10)  # crop rows as fractions of the face box height from its top
@@ -214,7 +214,9 @@ def windowed_correlation(video: np.ndarray, audio: np.ndarray, lags: np.ndarray)
     """Correlation of video[i] with audio[i - s] (circular) per lag s, averaged over windows."""
     T = min(len(video), len(audio))
     win = min(_WIN, T)
-    starts = range(0, T - win + 1, _HOP)
+    # Windows spread evenly so the last one ends on the last frame: every frame counts, whatever
+    # the clip length (a fixed hop from 0 would drop up to hop-1 final frames).
+    starts = np.linspace(0, T - win, int(np.ceil((T - win) / _HOP)) + 1).round().astype(int)
     # (L, T) audio rolled by each lag; each window is centred and normalised per lag.
     rolled = np.stack([np.roll(audio[:T], int(s)) for s in lags])
     out = np.zeros(len(lags))
@@ -241,16 +243,21 @@ def av_correlation(frames: np.ndarray, boxes: np.ndarray, pcm: np.ndarray, vshif
     mouth = mouth_signals(frames, boxes)
     audio = _prepare(speech_signal(pcm, T))
     lags = np.arange(-vshift, vshift + 1)
-    far = null_lags(T, vshift)
+    far, every = null_lags(T, vshift), np.arange(T)
     r = np.zeros(len(lags))
-    null = np.zeros(len(far))
+    nulls = []
     for j in range(mouth.shape[1]):
         v = _prepare(mouth[:, j])
         r += windowed_correlation(v, audio, lags) / mouth.shape[1]
-        if len(far):
-            null += windowed_correlation(v, audio, far) / mouth.shape[1]
+        # Null: the same statistic where picture and sound are unrelated: far shifts, and every
+        # shift of either signal played backwards (same spectra and rhythm, no alignment). The
+        # reversed surrogates triple the null sample, which steadies the z-score on short clips.
+        nulls.append(np.concatenate([windowed_correlation(v, audio, far),
+                                     windowed_correlation(v, audio[::-1].copy(), every),
+                                     windowed_correlation(v[::-1].copy(), audio, every)]))
+    null = np.mean(nulls, 0)
     k = int(np.argmax(r))
-    sd = float(null.std()) if len(far) > 2 else 0.0
+    sd = float(null.std())
     conf = float((r[k] - null.mean()) / sd) if sd > 1e-9 else 0.0
     # Distances as in the published search (smaller = better): index k <-> offset vshift - k.
     mdist = (1.0 - r)[::-1]
