@@ -138,7 +138,8 @@ def _backends_not_json(clips, ledger, out):
 
 
 def _backends_unlabelled_stage(clips, ledger, out):
-    clips[4]["backends"] = backends_json({**BACKENDS, "music": "snr"})
+    clips[4]["backends"] = backends_json({**BACKENDS, "music": {"threshold": 0.5},
+                                          "visual": {"faces": {"backend": "yunet"}, "sync": {"model": None}}})
     return clips[4]["clip_id"]
 
 

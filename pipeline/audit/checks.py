@@ -65,6 +65,26 @@ def parse_backends(text: Optional[str]) -> Optional[dict]:
     return obj if isinstance(obj, dict) else None
 
 
+def flatten_backends(b: dict, prefix: str = "") -> dict[str, dict]:
+    """stage -> entry with grouped stages expanded ({"visual": {"faces": {...}, "motion": "x"}}
+    gives "visual.faces" and "visual.motion"); a bare string is the backend's name."""
+    out: dict[str, dict] = {}
+    for k, v in b.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, str) and v:
+            out[name] = {"backend": v}
+        elif isinstance(v, dict) and not any(v.get(n) for n in _LABEL_KEYS) and v \
+                and all(isinstance(x, (dict, str)) for x in v.values()):
+            out.update(flatten_backends(v, name + "."))
+        else:
+            out[name] = v if isinstance(v, dict) else {}
+    return out
+
+
+def is_labelled(entry: dict) -> bool:
+    return any(entry.get(n) for n in _LABEL_KEYS)
+
+
 def check_foreign_schema(data: AuditData) -> list[Finding]:
     return [Finding("foreign_schema", p.message, where=p.path) for p in data.schema_problems]
 
@@ -212,7 +232,7 @@ def check_ledger_consistency(data: AuditData) -> list[Finding]:
 
 def check_unlabelled_backends(data: AuditData) -> list[Finding]:
     """Every score must say what produced it: ``backends`` is a JSON object of stage -> object
-    naming a backend, model or encoder."""
+    naming a backend, model or encoder, or a group of such stages."""
     t = data.clips
     out = []
     for cid, text, shard in zip(t.column("clip_id").to_pylist(), t.column("backends").to_pylist(),
@@ -222,7 +242,7 @@ def check_unlabelled_backends(data: AuditData) -> list[Finding]:
             out.append(Finding("unlabelled_backends", "`backends` is missing or not a JSON object",
                                where=shard, clip_id=cid))
             continue
-        bad = [k for k, v in b.items() if not (isinstance(v, dict) and any(v.get(n) for n in _LABEL_KEYS))]
+        bad = [k for k, v in flatten_backends(b).items() if not is_labelled(v)]
         if bad:
             out.append(Finding("unlabelled_backends", f"stages without a backend label: {', '.join(sorted(bad))}",
                                where=shard, clip_id=cid))

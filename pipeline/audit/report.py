@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.audit import plots
-from pipeline.audit.checks import CHECKS, Finding, caption_validator, parse_backends, run_checks
+from pipeline.audit.checks import CHECKS, Finding, caption_validator, flatten_backends, parse_backends, run_checks
 from pipeline.audit.load import AuditData, load_output, read_videos
 from schemas.rows import SCHEMA_VERSION, SHOT_SIZES
 
@@ -25,11 +26,11 @@ SCORES = ("speech_ratio", "music_ratio", "sync_offset", "sync_conf", "sync_dist"
           "num_faces", "face_height_ratio", "duration_s")
 SCORE_UNITS = {"sync_offset": "frames @25fps", "motion_score": "px/frame", "duration_s": "s",
                "face_height_ratio": "face h / frame h"}
-# Backend names that denote an embedded default rather than the production model
-# (DESIGN.md section 4); a row may also say so itself with "fallback": true or a "reason".
-FALLBACK_BACKENDS = frozenset({"none", "skipped", "disabled", "snr", "energy", "rules", "rule", "heuristic",
-                               "haar", "yunet", "opencv", "correlation", "av_correlation", "av-correlation",
-                               "random", "tiny_random"})
+# Words in a backend name that denote an embedded default rather than the production model
+# (DESIGN.md section 4: "snr-vad-gated", "opencv-haar", "av-correlation", "rules", "none" ...);
+# a row may also say so itself with "fallback": true or a "reason".
+FALLBACK_TOKENS = frozenset({"none", "skipped", "disabled", "snr", "energy", "rules", "rule", "heuristic",
+                             "haar", "yunet", "correlation", "random", "estimate"})
 # Findings kept per check in the JSON/HTML; the count is always complete.
 MAX_FINDINGS_SHOWN = 50
 # Sources listed in the HTML table (a large crawl has thousands; the JSON keeps them all).
@@ -91,7 +92,10 @@ def _totals(data: AuditData) -> dict:
 
 
 def _stage_sort_key(stage: str, first_seen: dict) -> tuple:
-    return (STAGE_ORDER.index(stage), 0) if stage in STAGE_ORDER else (len(STAGE_ORDER), first_seen[stage])
+    for part in reversed(stage.split(".")):  # "visual.faces" sorts as "faces"
+        if part in STAGE_ORDER:
+            return (STAGE_ORDER.index(part), stage)
+    return (len(STAGE_ORDER), first_seen.get(stage, 0), stage)
 
 
 def _funnel(data: AuditData) -> dict:
@@ -186,8 +190,8 @@ def _score_stats(series: dict) -> dict:
 
 
 def _is_fallback(entry: dict) -> bool:
-    return (bool(entry.get("fallback")) or "reason" in entry
-            or str(entry.get("backend", "")).lower() in FALLBACK_BACKENDS
+    words = set(re.split(r"[-_ .:/]+", str(entry.get("backend", "")).lower()))
+    return (bool(entry.get("fallback")) or "reason" in entry or bool(words & FALLBACK_TOKENS)
             # smoke-run models built from tiny random configs are never the production model
             or "random" in str(entry.get("model", "")).lower())
 
@@ -202,9 +206,7 @@ def _backends(data: AuditData) -> dict:
         if b is None:
             unlabelled += 1
             continue
-        for stage, entry in b.items():
-            if not isinstance(entry, dict):
-                entry = {"backend": str(entry)}
+        for stage, entry in flatten_backends(b).items():
             key = (str(entry.get("backend") or entry.get("encoder") or "?"), str(entry.get("model", "") or ""))
             per_stage[stage][key] += 1
             fb = _is_fallback(entry)
@@ -290,7 +292,9 @@ def summarize(data: AuditData, fail_on: list[str] = ()) -> tuple[dict, dict]:
         "schema_version": SCHEMA_VERSION,
         "caption_validation": caption_validator()[1],
         "shard_files": {k: len(v) for k, v in data.shard_files.items()},
-        "run": {k: run[k] for k in ("versions", "counts", "started_at", "finished_at", "schema_version") if k in run},
+        "run": {k: run[k] for k in ("command", "runner", "versions", "counts", "warnings", "started_at",
+                                    "finished_at", "wall_s", "schema_version") if k in run},
+        "run_problem": data.run_problem,
         "totals": _totals(data),
         "funnel": _funnel(data),
         "scores": _score_stats(series),
@@ -370,6 +374,24 @@ def _html_backends(b: dict) -> str:
     extra = (f'<p class="warn">{b["rows_without_backends"]} row(s) without a valid <code>backends</code> JSON.</p>'
              if b["rows_without_backends"] else "")
     return banner + _table(["stage", "backend", "model", "rows", "fallback", "reason"], rows) + extra
+
+
+def _html_run(run: dict, problem: Optional[str]) -> str:
+    if problem:
+        return f'<p class="fail">{_e(problem)}</p>'
+    parts = []
+    if run.get("command"):
+        cmd = run["command"] if isinstance(run["command"], str) else " ".join(map(str, run["command"]))
+        parts.append(f"<p>Command: <code>{_e(cmd)}</code></p>")
+    if run.get("runner") or run.get("wall_s") is not None:
+        parts.append(f"<p>Runner: {_e(run.get('runner', '?'))}, wall time {_fmt(run.get('wall_s'))} s</p>")
+    if run.get("warnings"):
+        parts.append('<ul class="run-warnings">' + "".join(f'<li class="warn">{_e(w)}</li>' for w in run["warnings"])
+                     + "</ul>")
+    if isinstance(run.get("versions"), dict):
+        parts.append("<details><summary>versions</summary>"
+                     + _table(["package", "version"], [[k, str(v)] for k, v in run["versions"].items()]) + "</details>")
+    return "".join(parts) or "<p>run.json holds no run details.</p>"
 
 
 def _html_totals(t: dict) -> str:
@@ -456,6 +478,7 @@ def render_html(summary: dict, funnel_chart: str, hist_chart: str, gallery: dict
 <h1>Dataset audit</h1>
 <p><code>{_e(summary["output_dir"])}</code>, generated {_e(summary["generated_at"])}, schema {_e(summary["schema_version"])}.
 Captions checked with: {_e(summary["caption_validation"])}. Verdict: {verdict}</p>
+<section id="run"><h2>Run</h2>{_html_run(summary["run"], summary["run_problem"])}</section>
 <section id="backends"><h2>Backends</h2>{_html_backends(summary["backends"])}</section>
 <section id="checks"><h2>Checks</h2>{_html_checks(summary)}</section>
 <section id="totals"><h2>Totals</h2>{_html_totals(summary["totals"])}</section>

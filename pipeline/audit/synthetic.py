@@ -13,8 +13,12 @@ import pyarrow.parquet as pq
 
 from schemas.rows import SHOT_SIZES, backends_json, clip_schema, ledger_schema, rows_to_table
 
-BACKENDS = {"speech": {"backend": "silero_vad"}, "music": {"backend": "snr", "reason": "demucs weights absent"},
-            "audio_embed": {"backend": "wav2vec2", "model": "tiny-random"}, "faces": {"backend": "yunet"}}
+# Shaped like the curate run's: flat stages, and a group whose members may be bare names.
+BACKENDS = {"speech": {"backend": "silero-vad"}, "music": {"backend": "snr-vad-gated", "reason": "no demucs weights"},
+            "audio_embed": {"backend": "wav2vec2", "model": "facebook/wav2vec2-base-960h"},
+            "clips": {"encoder": "libx264", "crf": 20},
+            "visual": {"faces": {"backend": "scrfd", "model": "scrfd_500m"}, "motion": "opencv-dis",
+                       "sync": {"backend": "av-correlation", "model": None}}}
 
 
 def tiny_video(frames: int = 6, size: int = 32, fps: float = 25.0, seed: int = 0) -> bytes:
