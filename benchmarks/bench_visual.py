@@ -110,7 +110,7 @@ def main() -> None:
           f"decode passes per clip: {stage.decode_passes}")
 
     print(f"\n# sync separation (face backend {args.face_backend}, threshold {SyncConfig().avcorr_min_conf}); "
-          "offset convention: audio delayed by k frames -> offset -k; conf = z-score vs far shifts")
+          "offset convention: audio delayed by k frames -> offset -k; conf = z-score vs unrelated (far-shifted, time-reversed) pairings")
     katie, demo1, demo2 = ("closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4",
                            "medium_talk_latentsync_demo2.mp4")
     # (video, seconds, audio or None for its own, delays, kind): the clip lengths of tests/test_sync.py
