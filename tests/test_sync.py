@@ -113,6 +113,8 @@ def test_av_correlation_on_a_synthetic_talker():
     assert scorer.score(frames, boxes, shift_audio(pcm, -3)).offset == 3
     other = scorer.score(*_synthetic_talker(unrelated_audio=True))
     assert other.conf < base.conf - 2.0
+    short = scorer.score(frames[:60], boxes[:60], pcm[:60 * SPF])  # under one 3 s window
+    assert short.offset == 0 and short.conf == 0.0
 
 
 # --- the weight-free backend on the real clips (issue 3 acceptance) -----------------------------
