@@ -15,9 +15,10 @@ Two backends fill the same numbers:
   shifts (a different scale from SyncNet's, see SyncConfig). Measured on the real clips
   (benchmarks/bench_visual.py, 8-10 s, YuNet boxes): the two LatentSync clips are found in sync
   (+1) and known audio delays of 5 and 10 frames are reported within 1 frame; the close-up
-  measures a constant -2 (so -7 and -12 for the delays). Matched speech scores 2.6-3.1 on 8-10 s
-  clips against 2.1-2.2 for mismatched speech or music: a thin margin, and one 4-s-out-of-step
-  copy of the same speaker measured 2.6. A coarse filter until a SyncNet checkpoint is set.
+  measures a constant -2 (so -7 and -12 for the delays). Matched speech scores 2.6-3.2 on 8-10 s
+  clips against 2.0-2.4 for mismatched speech or music: a thin margin (threshold 2.5), and the
+  same speaker 4 s out of step, as the second face of a side-by-side clip, measured 2.65. A
+  coarse filter until a SyncNet checkpoint is set.
 
 :func:`score_sync` is the reusable entry point (also used by ``mocha eval`` on generated videos).
 """
@@ -113,9 +114,9 @@ def face_crops(frames: np.ndarray, boxes: np.ndarray, size: int, gray: bool = Tr
 # was measured on the real clips (benchmarks/bench_visual.py) decided each choice below:
 # - visual: vertical optical flow of the chin and of the lower lip, each minus the flow of the
 #   nose (the nose does not move with the jaw, so head translation cancels). Medians over small
-#   regions ignore teeth appearing and disappearing, which flow misreads as motion;
-# - audio: 1-3 kHz log energy (the band where consonant releases and vowel onsets change most;
-#   0.3-3 kHz and pitch-dominated low bands gave a several-frame lag on the medium shots);
+#   regions, so a few misread pixels (teeth appearing as the mouth opens) do not dominate;
+# - audio: change of the 1-3 kHz log energy (consonant releases and vowel onsets). With 0.3-3
+#   kHz the LatentSync clips peaked 12-14 frames off; 1-3, 1-4 and 1.5-5 kHz all agree;
 # - both signals are high-passed (1 s), z-normalised and clipped at 2.5 sd, so one head turn or
 #   one loud burst does not outweigh seconds of speech;
 # - correlation is averaged over 3 s windows (1 s hop), like SyncNet averages per-frame
