@@ -232,6 +232,21 @@ def _source_hook(cfg: CurateConfig):
     return hook
 
 
+def local_cpus(cfg: CurateConfig) -> int:
+    """Logical CPUs for the embedded Ray: at least what every actor pool plus one split task and
+    one finalize task reserve at once. Actors hold their reservation for the whole run, so on a
+    small machine a plan needing more than the core count would wait forever for a split slot;
+    the OS shares the real cores instead."""
+    import math
+
+    from pipeline.plan import stage_plan
+
+    r = cfg.resources
+    need = r.split.num_cpus + r.finalize.num_cpus
+    need += sum(res.num_cpus * max(1, res.actors) for _n, _f, res in stage_plan(cfg))
+    return max(os.cpu_count() or 1, math.ceil(need))
+
+
 def _rows(items: list[dict], cfg: CurateConfig, runner: str):
     from pipeline import plan
 
@@ -244,7 +259,7 @@ def _rows(items: list[dict], cfg: CurateConfig, runner: str):
         if cfg.run.ray_address:
             ray.init(address=cfg.run.ray_address, log_to_driver=False)
         else:
-            ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress display reports sources and clips
