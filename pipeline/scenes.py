@@ -51,7 +51,7 @@ def make_detector(cfg: ScenesConfig):
         raise ValueError(f"scenes.detector_args {cfg.detector_args} do not fit {cls.__name__}: {e}") from None
 
 
-def detect_scenes(src: Union[str, object], cfg: ScenesConfig, duration_s: float | None = None) -> tuple[list[Scene], list[float]]:
+def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> tuple[list[Scene], list[float]]:
     """Scenes covering the whole video, and the cut times in seconds."""
     from scenedetect import SceneManager, open_video
 
@@ -67,9 +67,8 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig, duration_s: float 
     scenes = []
     for i, (a, b) in enumerate(sm.get_scene_list(start_in_scene=True)):
         scenes.append(Scene(i, float(a.seconds), float(b.seconds), int(a.frame_num), int(b.frame_num)))
-    if duration_s and scenes:
-        # the last scene ends at the last frame's start; extend it to the container end
-        scenes[-1].end_s = max(scenes[-1].end_s, float(duration_s))
+    # the last scene ends where the video stream ends (PySceneDetect's end timecode), not at the
+    # container duration, which an audio tail can make longer than the pictures
     cuts = [s.start_s for s in scenes[1:]]
     return scenes, cuts
 

@@ -24,7 +24,7 @@ def split_source(item: dict, cfg: CurateConfig) -> list[dict]:
         status, reason = problem
         return [failed_source_row(src, status, "ingest", reason)]
     try:
-        scenes, _cuts = detect_scenes(open_source(src["source_uri"]), cfg.scenes, src["duration_s"])
+        scenes, _cuts = detect_scenes(open_source(src["source_uri"]), cfg.scenes)
     except Exception as e:  # scenedetect raises its own types for undecodable input
         log.debug("%s", traceback.format_exc())
         return [failed_source_row(src, "error", "scenes", f"scene_detection_failed: {type(e).__name__}: {e}")]
