@@ -37,6 +37,7 @@ class ResourcesConfig(Strict):
     audio_embed: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=4)
     visual: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
     llm: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
+    latents: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
     finalize: StageResources = StageResources(num_cpus=0.25, actors=0, batch_size=4)
 
 

@@ -43,6 +43,12 @@ def _audio_embed(cfg: CurateConfig) -> ClipStage:
     return AudioEmbedStage(cfg.audio_embed, cfg.run.models_dir)
 
 
+def _latents(cfg: CurateConfig) -> ClipStage:
+    from pipeline.latents import LatentStage
+
+    return LatentStage(cfg.latents)
+
+
 def _character(cfg: CurateConfig) -> ClipStage:
     from pipeline.character import CharacterFilterStage
 
@@ -59,7 +65,7 @@ def stage_plan(cfg: CurateConfig) -> list[tuple[str, list[StageFactory], StageRe
     """Ordered operators, each a list of stages sharing one worker (one model load). Cheap
     filters first, so expensive stages see fewer clips."""
     r = cfg.resources
-    return [
+    plan = [
         ("speech", [_speech], r.speech),
         ("music", [_music], r.music),
         # faces -> shot size -> lip-sync (re-aligns the audio) -> motion, on one shared decode;
@@ -69,6 +75,9 @@ def stage_plan(cfg: CurateConfig) -> list[tuple[str, list[StageFactory], StageRe
         # one actor for both: they share the process-wide LLM backend (one model in memory)
         ("llm", [_character, _caption], r.llm),
     ]
+    if cfg.latents.enabled:  # optional: one 3D-VAE pass per kept clip, for pixel-free training
+        plan.append(("latents", [_latents], r.latents))
+    return plan
 
 
 def _dumps(row: dict) -> bytes:

@@ -164,7 +164,9 @@ class ShardWriter:
         def write(table: pa.Table, rel: str) -> None:
             final = self.out / rel
             tmp = final.with_name(final.name + TMP_SUFFIX)
-            pq.write_table(table, tmp, compression="zstd")
+            # small row groups: the trainer's reader caches a few row groups per worker, so
+            # their size bounds its memory (a clip row holds an mp4 of ~1 MB)
+            pq.write_table(table, tmp, compression="zstd", row_group_size=32)
             files.append(rel)
             tmps.append((tmp, final))
 
