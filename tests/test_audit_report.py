@@ -5,7 +5,6 @@ for shards curated from ../shared/data/real."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -24,10 +23,6 @@ from pipeline.audit.synthetic import synthetic_output
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 MOCHA = Path(sys.executable).with_name("mocha")
-# Short real inputs covering st2v (close-up speech), t2v (face, no audio stream) and a
-# rejection path (scene cuts, no person for most of it).
-REAL_INPUTS = ("closeup_talk_hdtf_katiehill.mp4", "face_no_audio_stream_lp_d13.mp4",
-               "cuts_movie_goldeneye_vfr_noaudio.mp4")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--remote-debugging-pipe", "--window-size=1280,2000"]
@@ -66,7 +61,9 @@ def test_summary_counts_match_the_dataset(synthetic_report):
     assert list(removed) == ["speech", "faces", "motion"]  # pipeline order, not count order
     assert f["t2v_route_reasons"] == {"no_speech": len(t2v)}
     assert s["scores"]["sync_conf"]["count"] + s["scores"]["sync_conf"]["not_computed"] == N
-    assert "music" in s["backends"]["fallback_stages"]  # "snr" with a reason in every row
+    # "snr-vad-gated" with a reason, and the weight-free sync inside the "visual" group
+    assert s["backends"]["fallback_stages"] == ["music", "visual.sync"]
+    assert [e["backend"] for e in s["backends"]["stages"]["visual.motion"]] == ["opencv-dis"]
     assert s["ok"] and s["failed"] == []
     on_disk = json.loads(synthetic_report.json_path.read_text())
     assert on_disk["totals"] == s["totals"]
@@ -231,27 +228,19 @@ def test_synthetic_report_in_chromium(chromium_exe, synthetic_report, tmp_path):
 # ------------------------------------------------------------------ real shards
 
 
-@pytest.fixture(scope="session")
-def real_output(real_dir, tmp_path_factory) -> Path:
-    if importlib.util.find_spec("pipeline.curate_cli") is None:
-        pytest.skip("pipeline/curate_cli.py (mocha curate) does not exist yet")
-    out = tmp_path_factory.mktemp("real") / "out"
-    argv = [str(MOCHA), "curate", *[str(real_dir / f) for f in REAL_INPUTS], "--output", str(out)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"mocha curate failed ({r.returncode}):\n{r.stderr[-4000:]}"
-    return out
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_report_in_chromium(chromium_exe, real_output, tmp_path):
+def test_real_report_in_chromium(chromium_exe, curated_real, tmp_path):
+    # curated_real (conftest): one curate run over every real clip plus broken inputs, shared
+    # with the curation tests.
     rep = tmp_path / "audit"
-    r = subprocess.run([str(MOCHA), "audit", str(real_output), "--out", str(rep), "--json"],
+    r = subprocess.run([str(MOCHA), "audit", str(curated_real), "--out", str(rep), "--json"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert summary["totals"]["inputs"] == len(REAL_INPUTS)
-    assert summary["funnel"]["clip_rows"] >= summary["totals"]["clips"] > 0
+    assert summary["totals"]["clips"] > 0
+    assert summary["funnel"]["clip_rows"] >= summary["totals"]["clips"]
+    assert summary["funnel"]["inputs_dropped"], "the broken inputs must show as dropped inputs"
     assert summary["checks"]["foreign_schema"]["ok"], summary["checks"]["foreign_schema"]
     dom, errors, urls = open_report(chromium_exe, rep / "report.html", tmp_path, "audit_real.png")
     assert_page(dom, errors, urls, rep / "report.html", summary)
