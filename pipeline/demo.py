@@ -24,17 +24,24 @@ def synth_speech(seconds: float, seed: int = 0) -> np.ndarray:
     src = (np.diff(np.floor(phase), prepend=0) > 0).astype(np.float64)  # one pulse per period
     vowels = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410)]
     out = np.zeros(n)
-    syl = int(0.18 * AUDIO_RATE)
-    for start in range(0, n, syl):
-        seg = src[start:start + syl]
-        if not len(seg):
-            break
+    # syllables of random loudness in phrases of random length: real speech is not periodic,
+    # and a periodic envelope would look in sync at many shifts
+    start = 0
+    while start < n:
+        length = int(0.18 * AUDIO_RATE)
+        seg = src[start:start + length]
         y = np.zeros(len(seg))
         for k, f in enumerate(vowels[rng.integers(len(vowels))]):
             y += _resonate(seg, f, 80 + 40 * k) / (k + 1)
-        env = np.sin(np.linspace(0, np.pi, len(seg))) ** 0.6
+        env = rng.uniform(0.4, 1.0) * np.sin(np.linspace(0, np.pi, len(seg))) ** 0.6
         out[start:start + len(seg)] = y * env
-    phrase = ((t % 3.0) < 2.6).astype(np.float64)  # short pauses between phrases
+        start += length
+    phrase = np.ones(n)  # phrases of random length with short pauses between them
+    at = rng.uniform(1.5, 3.0)
+    while at < seconds:
+        gap = rng.uniform(0.25, 0.5)
+        phrase[int(at * AUDIO_RATE):int((at + gap) * AUDIO_RATE)] = 0.0
+        at += gap + rng.uniform(1.5, 3.0)
     out *= phrase
     out += 0.002 * rng.standard_normal(n)
     return (0.3 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
@@ -97,10 +104,11 @@ def make_demo_inputs(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     # a talking character, two shots with a hard cut between them: st2v material
-    speech = synth_speech(9.0, 1)
-    mouth = speech_envelope(speech, FPS, int(9.0 * FPS))
-    frames = list(synth_talking_frames(4.0, 480, 360, (130, 110, 90), mouth[:100], 1)) + \
-        list(synth_talking_frames(5.0, 480, 360, (70, 90, 120), mouth[100:], 2))
+    # shots of 8 s: the weight-free lip-sync scorer needs several seconds of speech to be sure
+    speech = synth_speech(16.0, 1)
+    mouth = speech_envelope(speech, FPS, int(16.0 * FPS))
+    frames = list(synth_talking_frames(8.0, 480, 360, (130, 110, 90), mouth[:200], 1)) + \
+        list(synth_talking_frames(8.0, 480, 360, (70, 90, 120), mouth[200:], 2))
     p = folder / "talking_two_shots.mp4"
     p.write_bytes(encode_mp4(frames, FPS, audio=speech))
     made.append(p)

@@ -50,8 +50,10 @@ def test_no_speech_sources_give_no_st2v_and_say_why(curated_real, ledger, name):
         why = r["route_reason"] or r["reject_reason"]
         assert why, r
     reasons = " ".join((r["route_reason"] or "") + (r["reject_reason"] or "") for r in rows)
-    if "no_audio" in name or "noaudio" in name:
+    if name == "face_no_audio_stream_lp_d13.mp4":
         assert "no_audio_stream" in reasons
+    if name == "cuts_nature_noperson_noaudio.mp4":
+        assert "no_face" in reasons  # nobody on screen: rejected before speech matters
     if "silent" in name:
         assert "silent_audio" in reasons
 
