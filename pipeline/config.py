@@ -314,7 +314,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _format_validation(e: ValidationError) -> str:
+def _format_validation(e: ValidationError, what: str = "config") -> str:
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -322,7 +322,7 @@ def _format_validation(e: ValidationError) -> str:
             lines.append(f"unknown key '{loc}'")
         else:
             lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
-    return "invalid config: " + "; ".join(lines)
+    return f"invalid {what}: " + "; ".join(lines)
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -346,25 +346,35 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> CurateConfig:
-    """Load YAML (or the embedded defaults), apply ``--set`` overrides and top-level values."""
+def load_yaml_config(model: type[BaseModel], path: Optional[str | Path] = None, overrides: list[str] = (),
+                     what: str = "config", section: Optional[str] = None, **top: Any) -> Any:
+    """Validate YAML (or nothing: the defaults) + ``--set`` overrides + top-level values against
+    ``model``; every problem becomes one ConfigError naming the key. A file holding only a
+    ``section:`` mapping (e.g. ``data:``) is unwrapped."""
     data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+            raise ConfigError(f"{what} file {p} does not exist")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+            raise ConfigError(f"{what} file {p} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+            raise ConfigError(f"{what} file {p} must hold a mapping at the top level")
+        if section is not None and set(data) == {section} and isinstance(data[section], dict):
+            data = data[section]
     for o in overrides:
         apply_override(data, o)
     for k, v in top.items():
         if v is not None:
             data[k] = v
     try:
-        return CurateConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e)) from None
+        raise ConfigError(_format_validation(e, what)) from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> CurateConfig:
+    """Load the curation config (YAML or the embedded defaults), apply overrides."""
+    return load_yaml_config(CurateConfig, path, overrides, **top)

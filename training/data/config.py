@@ -10,8 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.rows import DEFAULT_AUDIO_EMB_DIM, SHOT_SIZES, TRACKS
 
@@ -181,35 +180,11 @@ class DataConfigError(ValueError):
     pass
 
 
-def _override(data: dict, assignment: str) -> None:
-    from pipeline.config import ConfigError, apply_override
+def load_data_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> DataConfig:
+    """The data config from YAML (a top-level ``data:`` section is unwrapped) + overrides."""
+    from pipeline.config import ConfigError, load_yaml_config
 
     try:
-        apply_override(data, assignment)
+        return load_yaml_config(DataConfig, path, overrides, what="data config", section="data", **top)
     except ConfigError as e:
         raise DataConfigError(str(e)) from None
-
-
-def load_data_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> DataConfig:
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise DataConfigError(f"data config {p} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise DataConfigError(f"data config {p} must hold a mapping")
-        data = data.get("data", data) if set(data) == {"data"} else data
-    for o in overrides:
-        _override(data, o)
-    for k, v in top.items():
-        if v is not None:
-            data[k] = v
-    try:
-        return DataConfig.model_validate(data)
-    except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msgs.append(f"unknown key '{loc}'" if err["type"] == "extra_forbidden" else f"'{loc}': {err['msg']}")
-        raise DataConfigError("invalid data config: " + "; ".join(msgs)) from None
