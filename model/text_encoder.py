@@ -9,7 +9,6 @@ in-process (no vocabulary download) for tests and the smoke demo; it is labelled
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

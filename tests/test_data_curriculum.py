@@ -5,7 +5,7 @@ import json
 from collections import Counter
 
 import pytest
-from tests.datashards import DIM, colour_clip, make_row, mixed_rows, write_shards
+from tests.datashards import DIM, colour_clip, mixed_rows, write_shards
 
 from training.data.cli import inspect_mix, register
 from training.data.config import DataConfig, DataConfigError, StageMix, halving_stages, load_data_config

@@ -6,7 +6,7 @@ import torch
 
 from model.dit import Attention, DiT, dit_config
 from model.flow import FlowConfig, euler_sample, interpolate, sample_t
-from model.window_attention import audio_window, frame_audio_mask, window_mask
+from model.window_attention import frame_audio_mask, window_mask
 
 
 def _expected_window(i: int, r: int, n_audio: int) -> set[int]:

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,6 @@ def run_training_demo(shards_dir: str, out_dir: str, steps: int = 4, gen_steps: 
     """Train a tiny model a few steps on ``shards_dir`` (a `mocha curate` output), save a
     checkpoint under ``out_dir``, generate one mp4 with speech; returns what was made."""
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from training.data.datamodule import MochaDataModule

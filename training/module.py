@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections import OrderedDict
 from typing import Any, Optional
 
