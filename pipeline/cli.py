@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        # Lightning prints through its own handler; propagating would print every line twice
+        logging.getLogger(name).propagate = False
     try:
         rc = args.func(args)
     except KeyboardInterrupt:
