@@ -14,6 +14,7 @@ from training.data.shards import build_index
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
+
 @pytest.fixture(scope="module")
 def shards(request):
     out = request.getfixturevalue("curated_real")  # session fixture: one `mocha curate` run
@@ -21,10 +22,12 @@ def shards(request):
         pytest.fail(f"mocha curate wrote no st2v shard in {out}")
     return out
 
+
 @pytest.fixture(scope="module")
 def emb_dim(shards):
     f = sorted(shards.glob("st2v/*.parquet"))[0]
     return int(pq.read_schema(f).metadata[META_EMB_DIM])
+
 
 @pytest.fixture(scope="module")
 def wav2vec2_for(tmp_path_factory, emb_dim):
@@ -39,6 +42,7 @@ def wav2vec2_for(tmp_path_factory, emb_dim):
     Wav2Vec2Model(cfg).save_pretrained(path)
     Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(path)
     return str(path)
+
 
 def test_every_real_sample_decodes_into_training_batches(shards, emb_dim, wav2vec2_for):
     # missing_prompt=empty: every curated clip must decode, whether or not captioning ran
@@ -65,6 +69,7 @@ def test_every_real_sample_decodes_into_training_batches(shards, emb_dim, wav2ve
     assert sorted(seen) == sorted(it.key for it in index.items)
     assert loader.skipped == {}
 
+
 def test_rows_without_prompt_are_skipped_and_counted(shards, emb_dim, wav2vec2_for):
     no_prompt = sum(p is None for t in ("st2v", "t2v") for f in shards.glob(f"{t}/*.parquet")
                     for p in pq.read_table(f, columns=["prompt"]).column("prompt").to_pylist())
@@ -74,6 +79,7 @@ def test_rows_without_prompt_are_skipped_and_counted(shards, emb_dim, wav2vec2_f
     n = sum(len(b["clip_id"]) for b in loader)
     assert loader.skipped.get("no prompt text", 0) == no_prompt
     assert n == len(build_index(cfg.roots, emb_dim).items) - no_prompt
+
 
 def test_datamodule_draws_curriculum_batches_from_real_shards(shards, emb_dim, wav2vec2_for):
     dm = MochaDataModule(DataConfig(roots=[str(shards)], batch_size=2, num_workers=1, audio_emb_dim=emb_dim,
