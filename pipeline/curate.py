@@ -93,6 +93,19 @@ def _reason_key(reason: Optional[str]) -> str:
     return reason.split(":")[0].split(" ")[0]
 
 
+def _backend_labels(backends: dict, prefix: str = ""):
+    """(stage, backend name) pairs; a composite stage (visual: {faces: ..., sync: ...}) yields
+    one pair per sub-stage."""
+    for stage, info in backends.items():
+        name = f"{prefix}{stage}"
+        if isinstance(info, dict) and "backend" not in info and any(isinstance(v, dict) for v in info.values()):
+            yield from _backend_labels(info, f"{name}.")
+        elif isinstance(info, dict):
+            yield name, str(info.get("backend") or info.get("model") or "?")
+        else:
+            yield name, str(info)
+
+
 def summarize(out: Path) -> dict:
     t = read_ledger(out).to_pylist()
     status = Counter(r["status"] for r in t)
@@ -105,11 +118,8 @@ def summarize(out: Path) -> dict:
     routes = Counter(_reason_key(r["route_reason"]) for r in t if r["status"] == "t2v")
     backends: dict[str, Counter] = {}
     for r in t:
-        for stage, info in json.loads(r["backends"] or "{}").items():
-            label = info.get("backend") if isinstance(info, dict) else str(info)
-            if label is None and isinstance(info, dict):
-                label = ",".join(f"{k}={v}" for k, v in sorted(info.items()) if isinstance(v, str))
-            backends.setdefault(stage, Counter())[str(label)] += 1
+        for stage, label in _backend_labels(json.loads(r["backends"] or "{}")):
+            backends.setdefault(stage, Counter())[label] += 1
     return {
         "inputs": len({r["source_uri"] for r in t}),
         "clips": sum(1 for r in t if r["clip_id"] is not None),
@@ -146,6 +156,10 @@ def print_summary(summary: dict, warnings: list[str], console=None) -> None:
         console.print(r)
     if summary["t2v_reasons"]:
         console.print("t2v (no usable speech) because: " + ", ".join(f"{k}={n}" for k, n in summary["t2v_reasons"].items()))
+    if summary["backends"]:
+        # what produced the scores, so a fallback-built dataset is obvious at the end of the run
+        console.print("backends: " + "; ".join(f"{stage}: " + ", ".join(f"{label} x{n}" for label, n in c.items())
+                                               for stage, c in sorted(summary["backends"].items())))
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
