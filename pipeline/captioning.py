@@ -72,10 +72,9 @@ class CaptionStage(LLMClipStage):
     def process(self, row: dict) -> dict:
         if not self.enabled():
             return {}
-        res = self.answer(row)
-        if isinstance(res, Exception):
-            return self.failed(res)
-        assert isinstance(res, Caption)
+        res = self.answer_of(row, Caption)
+        if isinstance(res, dict):
+            return res
         cap = apply_facts(res, row, self.character_cfg, self.cfg)
         rendered = render_prompt(cap, self.tokenizer, self.cfg.token_budget)
         if not rendered.fits:

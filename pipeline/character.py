@@ -58,6 +58,14 @@ class LLMClipStage(ClipStage):
             return self._answers.pop(id(row))
         return self.ask([row])[0]
 
+    def answer_of(self, row: dict, kind: type):
+        """This row's answer when it is a ``kind``; otherwise the reject dict of its failure."""
+        res = self.answer(row)
+        if isinstance(res, Exception):
+            return self.failed(res)
+        assert isinstance(res, kind)
+        return res
+
     def failed(self, err: Exception) -> Optional[dict]:
         """The reject of a failed answer (an LLM error), or re-raise any other error of the row
         so that run_stage records it as that clip's error."""
@@ -101,10 +109,9 @@ class CharacterFilterStage(LLMClipStage):
     def process(self, row: dict) -> dict:
         if not self.enabled():
             return {}
-        res = self.answer(row)
-        if isinstance(res, Exception):
-            return self.failed(res)
-        assert isinstance(res, CharacterVerdict)
+        res = self.answer_of(row, CharacterVerdict)
+        if isinstance(res, dict):
+            return res
         out = {"character_verdict": dumps(res)}
         if not res.has_prominent_character:
             return self.reject("no_prominent_character", **out)
