@@ -15,7 +15,9 @@ Two backends fill the same numbers:
   shifts (a different scale from SyncNet's, see SyncConfig). Measured on the real clips
   (benchmarks/bench_visual.py, 8-10 s, YuNet boxes): the two LatentSync clips are found in sync
   (+1) and known audio delays of 5 and 10 frames are reported within 1 frame; the close-up
-  measures a constant -2 (so -7 and -12 for the delays). Matched speech scores 2.6-3.2 on 8-10 s
+  measures a constant -2 (so -7 and -12 for the delays) although its lip releases coincide
+  with the acoustic bursts: a speaker-dependent bias, so offsets within
+  ``SyncConfig.avcorr_realign_deadband`` are recorded but not applied. Matched speech scores 2.6-3.2 on 8-10 s
   clips against 2.0-2.4 for mismatched speech or music: a thin margin (threshold 2.5), and the
   same speaker 4 s out of step, as the second face of a side-by-side clip, measured 2.65. A
   coarse filter until a SyncNet checkpoint is set.
@@ -363,6 +365,11 @@ class SyncScorer:
     @property
     def min_conf(self) -> float:
         return self.cfg.syncnet_min_conf if self.net is not None else self.cfg.avcorr_min_conf
+
+    @property
+    def realign_deadband(self) -> int:
+        """Offsets with ``|offset|`` up to this are within the backend's error: not applied."""
+        return 0 if self.net is not None else self.cfg.avcorr_realign_deadband
 
     def info(self) -> dict:
         if self.net is not None:

@@ -30,7 +30,7 @@ class VisualStage(ClipStage):
     name = "visual"
     columns = {
         "num_faces": None, "shot_size": None, "face_height_ratio": None, "faces": None,
-        "sync_offset": None, "sync_conf": None, "sync_dist": None,
+        "sync_offset": None, "sync_conf": None, "sync_dist": None, "sync_shift_frames": None,
         "motion_score": None, "motion_class": None,
     }
 
@@ -120,6 +120,8 @@ class VisualStage(ClipStage):
             return self.block_st2v(f"low_sync_conf {best.conf:.3f} < {self.sync.min_conf}", **out)
         if abs(best.offset) > self.cfg.sync.max_realign_offset:
             return self.block_st2v(f"sync_offset_out_of_range {best.offset}", **out)
-        if best.offset != 0:
-            out["audio_pcm"] = shift_audio(pcm, best.offset, fps=25.0)
+        shift = best.offset if abs(best.offset) > self.sync.realign_deadband else 0
+        out["sync_shift_frames"] = shift
+        if shift:
+            out["audio_pcm"] = shift_audio(pcm, shift, fps=25.0)
         return out

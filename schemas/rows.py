@@ -13,7 +13,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 META_VERSION = b"mocha.schema_version"
 META_KIND = b"mocha.kind"
 META_EMB_DIM = b"mocha.audio_emb_dim"
@@ -76,6 +76,9 @@ _CLIP_EXTRA = [
     pa.field("face_height_ratio", pa.float32()),
     pa.field("faces", pa.string()),  # JSON: per-track statistics from the face stage
     pa.field("motion_class", pa.string()),
+    # Frames the audio was delayed by at curation (negative: advanced); 0 when the measured
+    # sync_offset was not applied, null when sync did not run.
+    pa.field("sync_shift_frames", pa.int16()),
     pa.field("character_verdict", pa.string()),  # JSON from the prominent-character filter
     pa.field("scene_index", pa.int32()),
     pa.field("window_index", pa.int32()),

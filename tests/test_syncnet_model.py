@@ -84,6 +84,7 @@ def test_published_scoring_end_to_end_on_real_clip(tmp_path, real_dir):
     torch.save(random_checkpoint(seed=1), path)
     scorer = SyncScorer(SyncConfig(syncnet_checkpoint=str(path)))
     assert scorer.info()["backend"] == "syncnet-v2" and scorer.min_conf == SyncConfig().syncnet_min_conf
+    assert scorer.realign_deadband == 0  # SyncNet offsets are applied as measured
     name = real(real_dir, "closeup_talk_hdtf_katiehill.mp4")
     frames = frames_25(name, 1.6)
     h, w = frames.shape[1:3]

@@ -61,15 +61,31 @@ def test_talking_close_up(katie_row):
 
 
 @pytest.mark.realdata
-def test_audio_is_realigned_by_the_measured_offset(katie_row):
+def test_offset_inside_the_weight_free_error_is_recorded_not_applied(katie_row):
+    # The aligned close-up measures a small offset (-2) that its lip releases show is bias.
     row = katie_row
+    deadband = SyncConfig().avcorr_realign_deadband
     assert row["sync_conf"] >= SyncConfig().avcorr_min_conf
-    assert abs(row["sync_offset"]) <= SyncConfig().max_realign_offset
-    expected = shift_audio(row["_pcm_in"], row["sync_offset"])
-    assert len(row["audio_pcm"]) == len(row["_pcm_in"])
-    assert np.array_equal(row["audio_pcm"], expected)
-    if row["sync_offset"] != 0:
-        assert not np.array_equal(row["audio_pcm"], row["_pcm_in"])
+    assert row["sync_offset"] != 0 and abs(row["sync_offset"]) <= deadband
+    assert row["sync_shift_frames"] == 0
+    assert np.array_equal(row["audio_pcm"], row["_pcm_in"])
+
+
+@pytest.mark.realdata
+def test_audio_is_realigned_by_an_offset_beyond_the_error(stage, katie):
+    frames, pcm = katie
+    late = shift_audio(pcm, 8)  # the audio arrives 8 frames late
+    row = make_row(frames, late.copy())
+    stage(row)
+    assert row["st2v_block"] is None, row["st2v_block"]
+    assert -11 <= row["sync_offset"] <= -7  # -8, plus the clip's own bias of about -2
+    assert row["sync_shift_frames"] == row["sync_offset"]
+    assert len(row["audio_pcm"]) == len(late)
+    assert np.array_equal(row["audio_pcm"], shift_audio(late, row["sync_offset"]))
+    # Speech moved back towards the picture: the re-aligned audio is the original, advanced
+    # by the residual bias, wherever the shift did not run off the end.
+    residual = row["sync_offset"] + 8
+    assert np.array_equal(row["audio_pcm"][: len(pcm) - 11 * 640], shift_audio(pcm, residual)[: len(pcm) - 11 * 640])
 
 
 @pytest.mark.realdata
