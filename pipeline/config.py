@@ -265,11 +265,12 @@ class SyncConfig(Strict):
     # 0.4 s); such clips keep their audio and are blocked from st2v.
     max_realign_offset: int = Field(10, ge=0)
     # The weight-free offset is biased per speaker. The close-up (katiehill) is in sync by its
-    # lips: three bilabial releases (frames 34-35, 62-63, 148-149) land within 0.7 frame of
-    # their acoustic bursts, audio if anything early; yet its mouth motion leads the 1-3 kHz
-    # energy by 2.4 frames, so it measures -2. The LatentSync clips measure +1 (+0.5, +0.9).
-    # An estimate this close to zero is inside that error: it is recorded in sync_offset but
-    # not applied to the audio (sync_shift_frames says what was). SyncNet offsets are applied.
+    # lips: at three bilabial releases (shut in frames 34, 62, 148, open in the next) the
+    # acoustic burst starts at frame 33.5, 62.3, 148.0, audio if anything early; yet its mouth
+    # motion leads the 1-3 kHz energy by 2.4 frames, so it measures -2. The LatentSync clips
+    # measure +1 (+0.5, +0.9). An estimate this close to zero is inside that error: recorded
+    # in sync_offset, not applied to the audio (sync_shift_frames says what was applied).
+    # SyncNet offsets are applied as measured. docs/DESIGN-NOTES.md has the details.
     avcorr_realign_deadband: int = Field(3, ge=0)
     syncnet_batch: int = Field(20, ge=1)  # published batch size
 
