@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.config import SyncConfig
 from pipeline.writer import read_ledger
 from schemas.rows import SCHEMA_VERSION, read_table
 
@@ -36,6 +37,11 @@ def test_talking_clips_are_st2v_with_high_speech_ratio(curated_real):
         rows = by_source(st2v, name)
         assert rows, f"{name} gave no st2v clip"
         assert all(r["speech_ratio"] >= 0.6 for r in rows), [(name, r["speech_ratio"]) for r in rows]
+        # The applied audio shift is in the shard: none within the weight-free bias, else the offset.
+        for r in rows:
+            assert r["sync_offset"] is not None and r["sync_shift_frames"] is not None
+            small = abs(r["sync_offset"]) <= SyncConfig().avcorr_realign_deadband
+            assert r["sync_shift_frames"] == (0 if small else r["sync_offset"]), r
 
 
 @pytest.mark.parametrize("name", ["face_music_only_lp_d14.mp4", "medium_person_music_only_lp_s18.mp4",
