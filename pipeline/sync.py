@@ -17,10 +17,10 @@ Two backends fill the same numbers:
   (+1) and known audio delays of 5 and 10 frames are reported within 1 frame; the close-up
   measures a constant -2 (so -7 and -12 for the delays) although its lip releases coincide
   with the acoustic bursts: a speaker-dependent bias, so offsets within
-  ``SyncConfig.avcorr_realign_deadband`` are recorded but not applied. Matched speech scores 2.6-3.2 on 8-10 s
-  clips against 2.0-2.4 for mismatched speech or music: a thin margin (threshold 2.5), and the
-  same speaker 4 s out of step, as the second face of a side-by-side clip, measured 2.65. A
-  coarse filter until a SyncNet checkpoint is set.
+  ``SyncConfig.avcorr_realign_deadband`` are recorded but not applied. Matched speech scores
+  2.6-3.2 on 8-10 s clips against 2.0-2.4 for mismatched speech or music: a thin margin
+  (threshold 2.5), and the same speaker 4 s out of step, as the second face of a side-by-side
+  clip, measured 2.65. A coarse filter until a SyncNet checkpoint is set.
 
 :func:`score_sync` is the reusable entry point (also used by ``mocha eval`` on generated videos).
 """

@@ -115,13 +115,12 @@ class VisualStage(ClipStage):
             return out  # no speech to sync (the speech stage already blocked st2v)
 
         best = results[speaking_id] if speaking_id is not None else max(results.values(), key=lambda r: r.conf)
-        out.update(sync_offset=int(best.offset), sync_conf=round(best.conf, 4), sync_dist=round(best.dist, 4))
+        out.update(sync_offset=int(best.offset), sync_conf=round(best.conf, 4), sync_dist=round(best.dist, 4),
+                   sync_shift_frames=0)
         if best.conf < self.sync.min_conf:
             return self.block_st2v(f"low_sync_conf {best.conf:.3f} < {self.sync.min_conf}", **out)
         if abs(best.offset) > self.cfg.sync.max_realign_offset:
             return self.block_st2v(f"sync_offset_out_of_range {best.offset}", **out)
-        shift = best.offset if abs(best.offset) > self.sync.realign_deadband else 0
-        out["sync_shift_frames"] = shift
-        if shift:
-            out["audio_pcm"] = shift_audio(pcm, shift, fps=25.0)
+        if abs(best.offset) > self.sync.realign_deadband:
+            out.update(sync_shift_frames=int(best.offset), audio_pcm=shift_audio(pcm, best.offset, fps=25.0))
         return out

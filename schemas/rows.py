@@ -77,7 +77,8 @@ _CLIP_EXTRA = [
     pa.field("faces", pa.string()),  # JSON: per-track statistics from the face stage
     pa.field("motion_class", pa.string()),
     # Frames the audio was delayed by at curation (negative: advanced); 0 when the measured
-    # sync_offset was not applied, null when sync did not run.
+    # sync_offset was not applied (inside the backend's error, or st2v blocked), null when sync
+    # did not run.
     pa.field("sync_shift_frames", pa.int16()),
     pa.field("character_verdict", pa.string()),  # JSON from the prominent-character filter
     pa.field("scene_index", pa.int32()),

@@ -98,6 +98,7 @@ def test_low_sync_blocks_st2v_without_rejecting(yunet_cfg, katie):
     assert row["reject_stage"] is None
     assert row["st2v_block"].startswith("visual: low_sync_conf")
     assert row["sync_conf"] is not None and np.array_equal(row["audio_pcm"], pcm[: 100 * 640])
+    assert row["sync_shift_frames"] == 0
 
 
 @pytest.mark.realdata
