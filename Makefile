@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-# Optional: Airflow in its own venv for dags/ (tests/test_dags.py builds it on demand too).
+# Optional: Airflow in its own venv for dags/ (tests/dags/test_dags.py builds it on demand too).
 AIRFLOW_VENV := .venv-airflow
 airflow-venv: $(AIRFLOW_VENV)/.installed
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.audit import plots, report  # noqa: E402
 from pipeline.audit.checks import run_checks  # noqa: E402
 from pipeline.audit.load import load_output  # noqa: E402
-from pipeline.audit.synthetic import synthetic_output  # noqa: E402
+from tests.helpers.synthetic_shards import synthetic_output  # noqa: E402
 
 REAL_INPUTS = ("closeup_talk_hdtf_katiehill.mp4", "face_no_audio_stream_lp_d13.mp4",
                "cuts_movie_goldeneye_vfr_noaudio.mp4")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def plain_decode_s(files: list[Path]) -> float:
-    from pipeline import media
+    from common import media
 
     t = time.perf_counter()
     for f in files:
@@ -37,7 +37,7 @@ def plain_decode_s(files: list[Path]) -> float:
 
 def curate_s(files: list[Path], out: Path) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", *map(str, files), "--output", str(out), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "mocha.cli", "curate", *map(str, files), "--output", str(out), "--no-progress"],
                    cwd=ROOT, check=True, capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     return time.perf_counter() - t
 
@@ -57,8 +57,8 @@ def worker_peak_rss_mb(f: Path) -> float:
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline.config import load_config
-from pipeline.plan import iter_local
+from pipeline.engine.config import load_config
+from pipeline.engine.runners import iter_local
 cfg = load_config(None, [], inputs=[{str(f)!r}], output="unused")
 for row in iter_local([{{"source_uri": {str(f)!r}}}], cfg):
     pass
@@ -77,9 +77,8 @@ def main() -> None:
     if not real.is_dir():
         print(f"real data not found at {real}; nothing to measure")
         return
-    from pipeline import media
-    from pipeline.config import ScenesConfig
-    from pipeline.scenes import detect_scenes
+    from common import media
+    from pipeline.source.scenes import ScenesConfig, detect_scenes
 
     files = sorted(real.glob("*.mp4"))
     total_s = sum(media.probe(str(f)).duration_s for f in files)

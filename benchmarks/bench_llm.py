@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pipeline.config import CaptionConfig, CharacterFilterConfig, LLMConfig  # noqa: E402
-from pipeline.llm.base import build_query  # noqa: E402
-from pipeline.llm.openai_compat import OpenAICompatBackend  # noqa: E402
-from pipeline.llm.stub_server import StubChatServer  # noqa: E402
+from pipeline.stages.language.backends.base import build_query  # noqa: E402
+from pipeline.stages.language.backends.openai_compat import OpenAICompatBackend  # noqa: E402
+from pipeline.stages.language.config import CaptionConfig, CharacterFilterConfig, LLMConfig  # noqa: E402
+from tests.helpers.stub_llm_server import StubChatServer  # noqa: E402
 
 VERDICT = json.dumps({"has_prominent_character": True, "num_characters": 1, "central_character": "Person1",
                       "reason": "one person talks to the camera"})

@@ -28,7 +28,7 @@ def curate_real(tmp: Path) -> Path:
     if not real.is_dir():
         sys.exit(f"no --shards given and no real data at {real}")
     out = tmp / "out"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", str(real), "--output", str(out), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "mocha.cli", "curate", str(real), "--output", str(out), "--no-progress"],
                    cwd=ROOT, check=True, capture_output=True)
     return out
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import media
-from pipeline.config import FacesConfig, SyncConfig, VisualConfig
-from pipeline.faces import detect_frames, make_detector
-from pipeline.motion import analyse_motion
-from pipeline.sync import SyncScorer
-from pipeline.tracking import character_tracks, track_faces
-from pipeline.visual import VisualStage
+from common import media
+from pipeline.stages.visual.faces import FacesConfig, detect_frames, make_detector
+from pipeline.stages.visual.motion import analyse_motion
+from pipeline.stages.visual.stage import VisualConfig, VisualStage
+from pipeline.stages.visual.sync import SyncConfig, SyncScorer
+from pipeline.stages.visual.tracking import character_tracks, track_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOCHA_SHARED_DIR", ROOT.parent / "shared"))
@@ -104,7 +103,7 @@ def main() -> None:
            "height": clip.shape[1], "num_frames": len(clip), "audio_pcm": pcm, "has_audio": True,
            "st2v_block": None, "reject_stage": None, "backends": "{}"}
     t = time.perf_counter()
-    stage(row)
+    stage.run([row])
     dt = time.perf_counter() - t
     print(f"visual stage[{args.face_backend}]: {len(clip) / dt:.1f} frames/s end to end; "
           f"decode passes per clip: {stage.decode_passes}")
@@ -113,7 +112,7 @@ def main() -> None:
           "offset convention: audio delayed by k frames -> offset -k; conf = z-score vs unrelated (far-shifted, time-reversed) pairings")
     katie, demo1, demo2 = ("closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4",
                            "medium_talk_latentsync_demo2.mp4")
-    # (video, seconds, audio or None for its own, delays, kind): the clip lengths of tests/test_sync.py
+    # (video, seconds, audio or None for its own, delays, kind): the clip lengths of tests/pipeline/stages/visual/test_sync.py
     cases = [
         (katie, 8.0, None, (0, 5, 10), "synced"),
         (demo1, 10.0, None, (0, 5, 10), "synced"),

@@ -65,7 +65,7 @@ def main() -> int:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "pipeline.cli", "curate", *a.inputs, "--output", str(out), "--no-progress",
+        cmd = [sys.executable, "-m", "mocha.cli", "curate", *a.inputs, "--output", str(out), "--no-progress",
                "--runner", a.runner, *[x for s in a.overrides for x in ("--set", s)]]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                               env={**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"})

@@ -52,7 +52,7 @@ AUDIT = (
 def train_command(stage: int) -> str:
     """``mocha train fit`` for one curriculum stage (LightningCLI arguments); stage N>0 starts
     from the weights of stage N-1, whose ModelCheckpoint writes last.ckpt into its
-    default_root_dir (training/cli.py)."""
+    default_root_dir (mocha/train.py)."""
     cmd = (
         "{{ params.mocha | sh }} train fit"
         f" --config {{{{ (params.train_config_dir ~ '/stage{stage}.yaml') | sh }}}}"

@@ -17,9 +17,11 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .vae import missing_model_error, resolve_model_path
+from common.weights import resolve_model
 
-# Registry name of the production encoder (see pipeline/models.py and `mocha models fetch`).
+from .vae import missing_model_error
+
+# Registry name of the production encoder (see common/weights.py and `mocha models fetch`).
 DEFAULT_TEXT_ENCODER = "umt5-xxl"
 
 TINY_LABEL = "tiny-random-t5 (untrained, byte tokenizer, smoke tests only)"
@@ -107,7 +109,7 @@ def load_text_encoder(cfg: TextEncoderConfig | dict | str) -> TextEncoder:
         cfg = TextEncoderConfig(**cfg)
     from transformers import AutoConfig, AutoTokenizer, T5EncoderModel, UMT5EncoderModel
 
-    path = resolve_model_path(cfg.name_or_path)
+    path = resolve_model(cfg.name_or_path)
     try:
         mcfg = AutoConfig.from_pretrained(path, local_files_only=True, **_sub(path, cfg.subfolder))
         cls = UMT5EncoderModel if mcfg.model_type == "umt5" else T5EncoderModel

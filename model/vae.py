@@ -20,37 +20,20 @@ from typing import Optional
 import torch
 from torch import nn
 
-# Registry name of the production VAE (see pipeline/models.py and `mocha models fetch`).
+from common.weights import ModelMissing, resolve_model
+
+# Registry name of the production VAE (see common/weights.py and `mocha models fetch`).
 DEFAULT_VAE = "wan2.1-vae"
 TINY_LABEL = "tiny-random-wan-vae (untrained, smoke tests only)"
 
 
-class ModelNotAvailable(RuntimeError):
-    """Weights that are not on disk; the message names the command that fetches them."""
-
-
-def missing_model_error(name: str, err: Exception | None = None) -> ModelNotAvailable:
+def missing_model_error(name: str, err: Exception | None = None) -> ModelMissing:
+    """The one error for weights that are not on disk; it names the command that fetches them."""
     msg = (f"model '{name}' is not available locally; fetch it once with "
            f"`mocha models fetch {name}` (or pass a local directory)")
     if err is not None:
         msg += f" [{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}]"
-    return ModelNotAvailable(msg)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A local directory wins; else the project's model registry (``pipeline.models``, which
-    knows the cache dir that ``mocha models fetch`` fills); without the registry the name is
-    passed on as a hub id, to be found in the local Hugging Face cache only."""
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    try:  # optional so that model/ stays importable on its own
-        from pipeline.models import ModelMissing, resolve_model
-    except ImportError:
-        return name_or_path
-    try:
-        return resolve_model(name_or_path)
-    except ModelMissing as e:
-        raise ModelNotAvailable(str(e)) from None
+    return ModelMissing(msg)
 
 
 def tiny_vae_config(latent_channels: int = 4) -> dict:
@@ -88,6 +71,7 @@ class VideoVAE(nn.Module):
         self.vae = vae.eval().requires_grad_(False)
         cfg = vae.config
         self.label = label
+        self.is_tiny = label == TINY_LABEL  # a random smoke-test VAE, never a real one
         self.latent_channels = int(cfg.z_dim)
         self.temporal_compression = int(2 ** sum(bool(x) for x in cfg.temperal_downsample))
         self.spatial_compression = int(2 ** (len(cfg.dim_mult) - 1))
@@ -143,14 +127,14 @@ class VAEConfig:
     dtype: str = "float32"
 
 
-def load_vae(cfg: VAEConfig | dict | str) -> VideoVAE:
+def load_vae(cfg: VAEConfig | dict | str, models_dir: Optional[str] = None) -> VideoVAE:
     if isinstance(cfg, str):
         cfg = VAEConfig(name_or_path=cfg)
     elif isinstance(cfg, dict):
         cfg = VAEConfig(**cfg)
     from diffusers import AutoencoderKLWan
 
-    path = resolve_model_path(cfg.name_or_path)
+    path = resolve_model(cfg.name_or_path, models_dir)
     dtype = getattr(torch, cfg.dtype)
     tried = []
     subs = [cfg.subfolder, None] if cfg.subfolder else [None]

@@ -12,7 +12,9 @@ import json
 import re
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from schemas.base import Strict
 
 CAPTION_VERSION = "1.0"
 TAG_RE = re.compile(r"^Person([1-9][0-9]*)$")
@@ -24,11 +26,6 @@ Angle = Literal["eye_level", "high", "low", "overhead", "dutch"]
 Movement = Literal["static", "pan", "tilt", "zoom", "dolly", "tracking", "handheld"]
 
 
-class _Strict(BaseModel):
-    # A model answer with unknown keys is invalid output, not silently trimmed.
-    model_config = ConfigDict(extra="forbid")
-
-
 def tag_number(tag: str) -> int:
     m = TAG_RE.match(tag)
     if not m:
@@ -36,7 +33,7 @@ def tag_number(tag: str) -> int:
     return int(m.group(1))
 
 
-class CharacterVerdict(_Strict):
+class CharacterVerdict(Strict):
     """Answer of the prominent-character filter for one clip."""
 
     has_prominent_character: bool
@@ -64,7 +61,7 @@ class CharacterVerdict(_Strict):
         return self
 
 
-class Character(_Strict):
+class Character(Strict):
     tag: str
     # Visual attributes that identify the character across clips (hair, clothing, age ...).
     appearance: str = Field(min_length=1, max_length=300)
@@ -90,18 +87,18 @@ class Character(_Strict):
         return [a.strip() for a in v if a and a.strip()]
 
 
-class Environment(_Strict):
+class Environment(Strict):
     setting: Optional[str] = Field(None, max_length=200)  # e.g. "a kitchen", "outdoors by a gazebo"
     lighting: Optional[str] = Field(None, max_length=80)
 
 
-class Camera(_Strict):
+class Camera(Strict):
     shot_size: Optional[ShotSize] = None
     angle: Optional[Angle] = None
     movement: Optional[Movement] = None
 
 
-class Caption(_Strict):
+class Caption(Strict):
     """Structured caption of one clip."""
 
     characters: list[Character] = Field(default_factory=list, max_length=10)

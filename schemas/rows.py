@@ -20,7 +20,10 @@ META_EMB_DIM = b"mocha.audio_emb_dim"
 
 TRACKS = ("st2v", "t2v")
 LEDGER_STATUSES = ("st2v", "t2v", "rejected", "error")
-SHOT_SIZES = ("close_up", "medium_close_up", "medium", "wide", "no_face")
+# Shot sizes of a clip with a face, from the tightest (mouth most visible) to the widest: the
+# order in which MoCha's curriculum adds them. ``no_face`` is the value for clips without one.
+FACE_SHOT_SIZES = ("close_up", "medium_close_up", "medium", "wide")
+SHOT_SIZES = FACE_SHOT_SIZES + ("no_face",)
 # Wav2Vec2-base hidden size; a run with another model records its own dim in the metadata.
 DEFAULT_AUDIO_EMB_DIM = 768
 

@@ -39,7 +39,7 @@ def run_mocha(*args: str, timeout: float = 1200, check: bool = True, env: dict |
 
     e = dict(os.environ)
     e.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=e,
+    proc = subprocess.run([sys.executable, "-m", "mocha.cli", *args], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"mocha {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")

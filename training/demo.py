@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from common.media import AUDIO_RATE, VIDEO_FPS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def build_tiny_wav2vec2(path: str | Path, dim: int = 8, seed: int = 0) -> str:
                          intermediate_size=2 * dim, conv_dim=(8,) * 7, num_conv_pos_embeddings=8,
                          num_conv_pos_embedding_groups=heads, vocab_size=8)
     Wav2Vec2Model(cfg).save_pretrained(str(path))
-    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(str(path))
+    Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE).save_pretrained(str(path))
     return str(path)
 
 
@@ -79,7 +80,7 @@ def demo_train_config(shards_dir: str, models: dict, audio_dim: int, has_emb: bo
                       vae=models["vae"], text_encoder=models["t5"], audio_model=models["w2v"],
                       text_max_length=256, lr=1e-3, warmup_steps=2, ema_decay=0.99),
         "data": dict(
-            roots=[shards_dir], fps=25.0, num_frames=17, vae_temporal_compression=4, resolution=32,
+            roots=[shards_dir], fps=VIDEO_FPS, num_frames=17, vae_temporal_compression=4, resolution=32,
             spatial_multiple=8, buckets=[[32, 32]], batch_size=2, num_workers=0,
             audio_emb_dim=audio_dim, audio_model=None if has_emb else models["w2v"],
             missing_prompt="empty",
@@ -127,7 +128,7 @@ def run_training_demo(shards_dir: str, out_dir: str, steps: int = 4, gen_steps: 
     if not Path(ckpt).is_file():
         ckpt = ckpt_cb.best_model_path or ckpt_cb.last_model_path
     # generate from the checkpoint (the same path `mocha generate` takes) with demo speech
-    from pipeline.demo import synth_speech
+    from common.synth import synth_speech
 
     speech = synth_speech(1.2, 7)
     gen_module = load_module(ckpt)
@@ -140,7 +141,7 @@ def run_training_demo(shards_dir: str, out_dir: str, steps: int = 4, gen_steps: 
         "losses": losses,
         "generated_mp4": str(mp4),
         "generated_frames": int(len(res.frames)),
-        "speech_seconds": round(len(speech) / 16000.0, 3),
+        "speech_seconds": round(len(speech) / AUDIO_RATE, 3),
         "backends": {**res.info["backends"], "wav2vec2": TINY_W2V_LABEL, "dit": "tiny (demo, 4 steps)"},
         "audio_emb_in_shards": stored,
     }

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from common.media import AUDIO_RATE, VIDEO_FPS
 from model.flow import euler_sample
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ _CLIP_LINE = re.compile(r"^(?:[A-Z][a-z]+ clip|Clip \d+):", re.M)
 class GenerateConfig:
     height: int = 256
     width: int = 256
-    fps: float = 25.0
+    fps: float = VIDEO_FPS
     steps: int = 30
     text_scale: float = 5.0
     audio_scale: float = 3.5
@@ -103,14 +104,14 @@ class SpeechFeatures:
     """Wav2Vec2 features per video frame, exactly as the curation stage computes them."""
 
     def __init__(self, model: str, layer: int = -1, models_dir: Optional[str] = None):
-        from pipeline.audio_embed import load_wav2vec2
+        from model.wav2vec2 import load_wav2vec2
 
         self.model_name = model
         self.layer = layer
         self.net, self.fe = load_wav2vec2(model, "cpu", models_dir)
 
     def __call__(self, pcm: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
-        from pipeline.audio_embed import embed_audio
+        from model.wav2vec2 import embed_audio
 
         return np.asarray(embed_audio(self.net, self.fe, pcm, fps, num_frames, self.layer), np.float32)
 
@@ -150,7 +151,7 @@ def generate(module, prompt: str, speech: Sequence[np.ndarray], cfg: GenerateCon
     ph, pw = dcfg.patch_size[1:]
     if cfg.height % (s * ph) or cfg.width % (s * pw):
         raise ValueError(f"height/width must be multiples of {s * ph} (VAE {s}x, patch {ph})")
-    durations = [len(x) / 16000.0 for x in speech]
+    durations = [len(x) / AUDIO_RATE for x in speech]
     lat_frames, out_frames = plan_frames(durations, cfg.fps, r)
     if features is None:
         name = cfg.audio_model or module.hparams.get("audio_model") or "wav2vec2-base-960h"
@@ -199,19 +200,19 @@ def generate(module, prompt: str, speech: Sequence[np.ndarray], cfg: GenerateCon
 
 def write_mp4(result: GenerationResult, out: str | Path) -> Path:
     """mp4 (H.264 + AAC speech) and a JSON sidecar with settings and backends."""
-    from pipeline.media import encode_mp4
+    from common.media import encode_mp4
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encode_mp4(list(result.frames), result.fps, audio=result.speech))
     side = dict(result.info, frames=int(len(result.frames)), clip_frames=result.clip_frames,
-                speech_seconds=len(result.speech) / 16000.0)
+                speech_seconds=len(result.speech) / AUDIO_RATE)
     out.with_suffix(".json").write_text(json.dumps(side, indent=2))
     return out
 
 
 def read_speech(path: str) -> np.ndarray:
-    from pipeline.media import decode_audio
+    from common.media import decode_audio
 
     pcm = decode_audio(path)
     if pcm is None or len(pcm) == 0:

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline import media
+from common import media
 
 # Status -> colour, shared by every chart so a reader learns it once.
 STATUS_COLOURS = {"st2v": "#2b7bb9", "t2v": "#7fb77e", "rejected": "#d9534f", "error": "#8c564b"}

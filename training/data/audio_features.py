@@ -1,5 +1,5 @@
 """Wav2Vec2 features for st2v rows curated without ``audio_emb``: the loader calls the very
-functions of the pipeline stage (pipeline.audio_embed), so features are identical to the ones
+functions of the pipeline stage (pipeline.stages.audio_embed), so features are identical to the ones
 the curation would have stored for the same audio."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.media import decode_audio_bytes
+from common.media import decode_audio_bytes
 
 
 class AudioFeaturizer:
@@ -21,7 +21,7 @@ class AudioFeaturizer:
         return {"backend": "wav2vec2", "model": self.model_name, "layer": self.layer, "where": "loader"}
 
     def features(self, audio: bytes, fps: float, num_frames: int) -> np.ndarray:
-        from pipeline.audio_embed import embed_audio, load_wav2vec2
+        from model.wav2vec2 import embed_audio, load_wav2vec2
 
         if self._net is None:
             self._net, self._fe = load_wav2vec2(self.model_name, self.device, self.models_dir)

@@ -10,16 +10,11 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas.rows import DEFAULT_AUDIO_EMB_DIM, SHOT_SIZES, TRACKS
-
-# MoCha's curriculum adds shot sizes from the tightest (mouth most visible) to the widest.
-SHOT_ORDER = ("close_up", "medium_close_up", "medium", "wide")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from common.media import VIDEO_FPS
+from schemas.base import Strict
+from schemas.rows import DEFAULT_AUDIO_EMB_DIM, FACE_SHOT_SIZES, SHOT_SIZES, TRACKS
 
 
 def _check_mix(mix: dict[str, float], allowed: tuple[str, ...], what: str) -> None:
@@ -57,7 +52,7 @@ class StageMix(Strict):
         return self
 
 
-def halving_stages(order: tuple[str, ...] = SHOT_ORDER, st2v_share: float = 0.8) -> list[StageMix]:
+def halving_stages(order: tuple[str, ...] = FACE_SHOT_SIZES, st2v_share: float = 0.8) -> list[StageMix]:
     """MoCha's curriculum: stage 0 text-only; stage k >= 1 halves the shares of the shot sizes
     introduced earlier and gives the other half to the k-th shot size."""
     stages = [StageMix(track_mix={"t2v": 1.0})]
@@ -119,7 +114,7 @@ class DataConfig(Strict):
     # Parquet files, one file, or a pyarrow filesystem URI. Rows join the pool of their own
     # `track`, so extra text-only datasets simply add roots.
     roots: list[str] = []
-    fps: float = Field(25.0, gt=0)  # the curated clips' fps; SyncNet and Wav2Vec2 alignment assume 25
+    fps: float = Field(VIDEO_FPS, gt=0)  # the curated clips' fps; SyncNet and Wav2Vec2 alignment assume 25
     # 49 = 1 + 4*12 frames (~2 s at 25 fps): a causal video VAE with temporal compression 4
     # encodes 1 + 4k frames into 1 + k latent frames.
     num_frames: int = Field(49, ge=1)
@@ -182,7 +177,7 @@ class DataConfigError(ValueError):
 
 def load_data_config(path: Optional[str | Path] = None, overrides: list[str] = (), **top: Any) -> DataConfig:
     """The data config from YAML (a top-level ``data:`` section is unwrapped) + overrides."""
-    from pipeline.config import ConfigError, load_yaml_config
+    from common.config import ConfigError, load_yaml_config
 
     try:
         return load_yaml_config(DataConfig, path, overrides, what="data config", section="data", **top)

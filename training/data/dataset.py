@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from common.framing import choose_bucket
 from training.data.audio_features import make_featurizer
 from training.data.config import DataConfig
 from training.data.curriculum import stage_for_batch, stage_pools
-from training.data.decode import Sample, SampleDecoder, SampleError, choose_bucket
+from training.data.decode import Sample, SampleDecoder, SampleError
 from training.data.sampler import CurriculumSampler, epoch_order, part_slice
 from training.data.shards import ChunkReader, ShardIndex
 

@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.latents import choose_bucket, decode_window, latents_from_bytes, source_indices  # noqa: F401
-from pipeline.media import MediaError
+from common.framing import decode_window, latents_from_bytes, source_indices
+from common.media import MediaError
 from training.data.config import DataConfig
 
 

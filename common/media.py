@@ -1,0 +1,278 @@
+"""Media I/O with PyAV only (it bundles FFmpeg; no shell, no ffmpeg CLI).
+
+Everything that opens, decodes or encodes audio/video in the project goes through here, so that
+odd containers and codecs fail in one place with one kind of error (:class:`MediaError`).
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import BinaryIO, Iterator, Optional, Union
+
+import av
+import numpy as np
+
+Source = Union[str, bytes, BinaryIO]
+
+# The project's two media constants. Clips store 16 kHz mono audio because Silero VAD, Wav2Vec2,
+# SyncNet and LR-ASD all take it; video is normalised to 25 fps because SyncNet's and LR-ASD's
+# published models see 25 fps windows, sync offsets are counted in 25 fps frames, and the
+# trainer's speech-video window mask assumes four audio-feature steps per video frame.
+AUDIO_RATE = 16000
+VIDEO_FPS = 25.0
+
+
+class MediaError(RuntimeError):
+    """A file that cannot be opened, probed, decoded or encoded."""
+
+
+def _open(src: Source, **kw):
+    try:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return av.open(io.BytesIO(bytes(src)), **kw)
+        return av.open(src, **kw)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"cannot open media: {e}") from e
+
+
+@dataclass
+class ProbeInfo:
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0  # average frame rate (VFR sources: the mean)
+    video_codec: str = ""
+    audio_codec: str = ""
+    audio_rate: int = 0
+    audio_channels: int = 0
+    num_frames: int = 0  # container's count; 0 when unknown
+    # An attached picture (cover art) is not a video: its stream is not counted as one.
+    notes: list = field(default_factory=list)
+
+
+def _video_stream(container):
+    for s in container.streams.video:
+        # cover art in audio files is a one-frame "video" stream with the attached_pic disposition
+        disp = getattr(s, "disposition", None)
+        if disp is not None and bool(disp & av.stream.Disposition.attached_pic):
+            continue
+        return s
+    return None
+
+
+def probe(src: Source) -> ProbeInfo:
+    with _open(src) as c:
+        v = _video_stream(c)
+        a = c.streams.audio[0] if c.streams.audio else None
+        dur = 0.0
+        if c.duration is not None:
+            dur = c.duration / av.time_base
+        for s in (v, a):
+            if s is not None and s.duration is not None and s.time_base is not None:
+                dur = max(dur, float(s.duration * s.time_base))
+        info = ProbeInfo(duration_s=float(dur), has_video=v is not None, has_audio=a is not None)
+        if v is not None:
+            cc = v.codec_context
+            info.width, info.height = int(cc.width or 0), int(cc.height or 0)
+            rate = v.average_rate or v.guessed_rate or v.base_rate
+            info.fps = float(rate) if rate else 0.0
+            info.video_codec = cc.name or ""
+            info.num_frames = int(v.frames or 0)
+        if a is not None:
+            info.audio_codec = a.codec_context.name or ""
+            info.audio_rate = int(a.codec_context.sample_rate or 0)
+            info.audio_channels = int(a.codec_context.channels or 0)
+        return info
+
+
+def decode_audio(src: Source, rate: int = AUDIO_RATE) -> Optional[np.ndarray]:
+    """Whole audio stream as float32 mono at ``rate``; None when there is no audio stream.
+
+    The array starts at time 0 of the container: if the stream starts later, the gap is padded
+    with zeros so that sample ``i`` is at ``i / rate`` seconds on the video's clock.
+    """
+    with _open(src) as c:
+        if not c.streams.audio:
+            return None
+        s = c.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        first_t: Optional[float] = None
+        try:
+            for frame in c.decode(s):
+                if first_t is None and frame.pts is not None and frame.time_base is not None:
+                    first_t = float(frame.pts * frame.time_base)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as e:
+            if not chunks:
+                raise MediaError(f"audio decode failed: {e}") from e
+            # a truncated tail: keep what decoded
+        pcm = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        start = c.start_time / av.time_base if c.start_time is not None else 0.0
+        offset = (first_t or 0.0) - float(start)
+        if offset > 1.0 / rate:
+            pcm = np.concatenate([np.zeros(int(round(offset * rate)), np.float32), pcm])
+        return pcm
+
+
+def iter_frames(
+    src: Source,
+    fmt: str = "rgb24",
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(time_s, frame)`` for every decoded video frame, times relative to the
+    container start (VFR-safe: times come from timestamps, not frame counts)."""
+    with _open(src) as c:
+        v = _video_stream(c)
+        if v is None:
+            raise MediaError("no video stream")
+        v.thread_type = "AUTO"
+        start = c.start_time / av.time_base if c.start_time is not None else 0.0
+        last_t = -1.0
+        try:
+            for frame in c.decode(v):
+                if frame.pts is None:
+                    t = last_t + (1.0 / float(v.average_rate or 25))
+                else:
+                    t = float(frame.pts * frame.time_base) - float(start)
+                last_t = t
+                if width or height:
+                    arr = frame.to_ndarray(format=fmt, width=width or frame.width, height=height or frame.height)
+                else:
+                    arr = frame.to_ndarray(format=fmt)
+                yield t, arr
+        except av.FFmpegError as e:
+            raise MediaError(f"video decode failed after t={last_t:.3f}s: {e}") from e
+
+
+def decode_video(
+    src: Source,
+    fmt: str = "rgb24",
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    max_frames: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All frames as one array (T, H, W, C) plus their times (T,). For short clips."""
+    frames, times = [], []
+    for t, f in iter_frames(src, fmt, width, height):
+        frames.append(f)
+        times.append(t)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    if not frames:
+        raise MediaError("no decodable video frames")
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Scale (w, h) so the longest side is at most ``max_side``; even sizes for H.264 4:2:0."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+class Mp4Writer:
+    """Incremental H.264 mp4 encoder into memory; optional 16 kHz mono audio track (AAC)."""
+
+    def __init__(self, width: int, height: int, fps: float, crf: int = 20, preset: str = "veryfast",
+                 audio: Optional[np.ndarray] = None, audio_rate: int = AUDIO_RATE):
+        self.buf = io.BytesIO()
+        self.c = av.open(self.buf, mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001)
+        self.v = self.c.add_stream("libx264", rate=rate)
+        self.v.width, self.v.height = width, height
+        self.v.pix_fmt = "yuv420p"
+        # x264 logs through its own callback when FFmpeg's default logger is active
+        self.v.options = {"crf": str(crf), "preset": preset, "x264-params": "log-level=error"}
+        self.audio = audio
+        self.a = None
+        if audio is not None:
+            self.a = self.c.add_stream("aac", rate=audio_rate)
+            self.a.layout = "mono"
+            self.audio_rate = audio_rate
+        self.n = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if frame.width != self.v.width or frame.height != self.v.height:
+            frame = frame.reformat(width=self.v.width, height=self.v.height)
+        frame.pts = self.n
+        self.n += 1
+        for pkt in self.v.encode(frame):
+            self.c.mux(pkt)
+
+    def close(self) -> bytes:
+        for pkt in self.v.encode(None):
+            self.c.mux(pkt)
+        if self.a is not None and self.audio is not None and len(self.audio):
+            pcm = np.asarray(self.audio, dtype=np.float32).reshape(1, -1)
+            step = 1024
+            for i in range(0, pcm.shape[1], step):
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + step]), format="flt", layout="mono")
+                fr.sample_rate = self.audio_rate
+                fr.pts = i
+                for pkt in self.a.encode(fr):
+                    self.c.mux(pkt)
+            for pkt in self.a.encode(None):
+                self.c.mux(pkt)
+        self.c.close()
+        return self.buf.getvalue()
+
+
+def encode_mp4(frames, fps: float, crf: int = 20, preset: str = "veryfast",
+               audio: Optional[np.ndarray] = None, audio_rate: int = AUDIO_RATE) -> bytes:
+    """Encode an iterable of RGB frames (H, W, 3 uint8) to mp4 bytes."""
+    w = None
+    for f in frames:
+        if w is None:
+            h, w = f.shape[:2]
+            w2, h2 = w - w % 2, h - h % 2
+            w = Mp4Writer(w2, h2, fps, crf, preset, audio, audio_rate)
+        w.write(f)
+    if w is None:
+        raise MediaError("no frames to encode")
+    return w.close()
+
+
+def encode_audio(pcm: np.ndarray, rate: int = AUDIO_RATE, fmt: str = "flac") -> bytes:
+    """Mono float32 PCM -> FLAC or WAV bytes (16-bit)."""
+    pcm16 = (np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as c:
+        s = c.add_stream("flac" if fmt == "flac" else "pcm_s16le", rate=rate)
+        s.layout = "mono"
+        step = 4096
+        for i in range(0, len(pcm16), step):
+            fr = av.AudioFrame.from_ndarray(pcm16[None, i:i + step].copy(), format="s16", layout="mono")
+            fr.sample_rate = rate
+            fr.pts = i
+            for pkt in s.encode(fr):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return buf.getvalue()
+
+
+def decode_audio_bytes(data: bytes, rate: int = AUDIO_RATE) -> np.ndarray:
+    pcm = decode_audio(data, rate)
+    if pcm is None:
+        raise MediaError("no audio stream in the audio bytes")
+    return pcm
+
+
+def resample_times(times: np.ndarray, start_s: float, end_s: float, fps: float) -> np.ndarray:
+    """Indices into ``times`` (sorted frame timestamps) for a constant-rate timeline at ``fps``
+    over [start_s, end_s): for each output tick the latest frame shown at that time."""
+    n = max(0, int(math.floor((end_s - start_s) * fps + 1e-6)))
+    ticks = start_s + np.arange(n) / fps + 1e-6
+    idx = np.searchsorted(times, ticks, side="right") - 1
+    return np.clip(idx, 0, len(times) - 1)

@@ -1,0 +1,45 @@
+"""The curation plan: which stages run, in which order, grouped into which operators, with which
+resources. The runners (``runners.py``) execute it on Ray Data or in this process."""
+from __future__ import annotations
+
+from pipeline.engine.config import CurateConfig, StageResources
+from pipeline.engine.stage import Stage
+from pipeline.stages.audio_embed import AudioEmbedStage
+from pipeline.stages.language.caption import CaptionStage
+from pipeline.stages.language.character import CharacterFilterStage
+from pipeline.stages.latents import LatentStage
+from pipeline.stages.music import MusicStage
+from pipeline.stages.speech import SpeechStage
+from pipeline.stages.visual.stage import VisualStage
+
+Operator = tuple[str, list[type[Stage]], StageResources]
+
+
+def stage_plan(cfg: CurateConfig) -> list[Operator]:
+    """Ordered operators, each a list of stages sharing one worker (one model load). Cheap
+    filters first, so expensive stages see fewer clips."""
+    r = cfg.resources
+    plan: list[Operator] = [
+        ("speech", [SpeechStage], r.speech),
+        ("music", [MusicStage], r.music),
+        # faces -> shot size -> lip-sync (re-aligns the audio) -> motion, on one shared decode;
+        # before the embedding so that it embeds re-aligned audio of surviving clips only
+        ("visual", [VisualStage], r.visual),
+        ("audio_embed", [AudioEmbedStage], r.audio_embed),
+        # one worker for both: they share the process-wide LLM backend (one model in memory)
+        ("llm", [CharacterFilterStage, CaptionStage], r.llm),
+    ]
+    if cfg.latents.enabled:  # optional: one 3D-VAE pass per kept clip, for pixel-free training
+        plan.append(("latents", [LatentStage], r.latents))
+    return plan
+
+
+def build_stages(stages: list[type[Stage]], cfg: CurateConfig, device: str = "cpu") -> list[Stage]:
+    return [cls.from_config(cfg, device) for cls in stages]
+
+
+def apply_stages(stages: list[Stage], rows: list[dict]) -> list[dict]:
+    """Run a batch through ``stages`` in order."""
+    for st in stages:
+        rows = st.run(rows)
+    return rows

@@ -1,0 +1,188 @@
+"""Clip cut + normalise: one pass over a source's frames cuts every window of it into an H.264
+mp4 at a fixed frame rate, and its audio to 16 kHz mono.
+
+Frames are resampled by time (for each output tick, the latest source frame shown at that
+instant), so VFR sources come out at a constant rate with correct timing. Source frame indices
+(``start_frame``/``end_frame``, end exclusive) count decoded frames, whatever their timing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_frames
+from pipeline.source.scenes import Window
+from schemas.base import Strict
+
+
+class ClipsConfig(Strict):
+    # Fixed, not a free choice: lip-sync offsets, the speaking-score windows and the trainer's
+    # speech-video window mask are all defined on a 25 fps timeline (common.media.VIDEO_FPS).
+    fps: float = VIDEO_FPS
+    # Longest side of the stored clip; larger sources are downscaled (aspect kept, even sizes).
+    max_side: int = Field(1280, ge=64)
+    crf: int = Field(20, ge=0, le=51)
+    preset: str = "veryfast"
+    audio_rate: Literal[16000] = AUDIO_RATE  # Silero VAD, Wav2Vec2, SyncNet and LR-ASD all take 16 kHz
+    audio_format: Literal["flac", "wav"] = "flac"
+
+    @field_validator("fps")
+    @classmethod
+    def _fixed_fps(cls, v: float) -> float:
+        if abs(float(v) - VIDEO_FPS) > 1e-9:
+            raise ValueError(f"clips are stored at {VIDEO_FPS:g} fps: lip-sync offsets, speaking scores and the "
+                             f"trainer's speech-video window are defined at that rate (got {v})")
+        return float(v)
+
+
+def clip_id_for(source_sha256: str, start_s: float, end_s: float) -> str:
+    """Deterministic from source content and span (millisecond resolution): reruns agree."""
+    key = f"{source_sha256}:{int(round(start_s * 1000))}:{int(round(end_s * 1000))}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def base_row(source: dict) -> dict:
+    """Every row in the pipeline starts from this template, so all rows share one set of keys."""
+    return {
+        "clip_id": None,
+        "source_uri": source["source_uri"],
+        "source_sha256": source.get("source_sha256"),
+        "source_num_rows": 1,
+        "start_s": None, "end_s": None, "start_frame": None, "end_frame": None,
+        "scene_index": None, "window_index": None,
+        "fps": None, "width": None, "height": None, "num_frames": None,
+        "video": b"", "has_audio": bool(source.get("has_audio", False)),
+        "audio_pcm": np.zeros(0, np.float32),
+        "status": None, "reject_stage": None, "reject_reason": None, "st2v_block": None,
+        "backends": "{}",
+    }
+
+
+def failed_source_row(source: dict, status: str, stage: str, reason: str) -> dict:
+    row = base_row(source)
+    row.update(status=status, reject_stage=stage, reject_reason=reason)
+    return row
+
+
+def cut_clips(src, source: dict, windows: list[Window], short: list[Window], audio: Optional[np.ndarray],
+              cfg: ClipsConfig, src_width: int, src_height: int, min_clip_s: float) -> list[dict]:
+    """Rows for every window (encoded) and every too-short scene (rejected, not encoded)."""
+    rows: list[dict] = []
+    for w in short:
+        r = base_row(source)
+        r.update(clip_id=clip_id_for(source["source_sha256"], w.start_s, w.end_s), start_s=w.start_s, end_s=w.end_s,
+                 scene_index=w.scene_index, window_index=0, status="rejected", reject_stage="scenes",
+                 reject_reason=f"too_short: {w.duration:.2f}s < min {min_clip_s:.2f}s")
+        rows.append(r)
+    if not windows:
+        return _finish(rows)
+    width, height = fit_size(src_width, src_height, cfg.max_side)
+    states = [_WindowState(w, cfg) for w in windows]
+    frame_index = 0
+    prev: Optional[np.ndarray] = None
+    prev_t = 0.0
+    failure: Optional[str] = None
+    try:
+        for t, frame in iter_frames(src, width=width, height=height):
+            for st in states:
+                st.count_source_frame(frame_index, t)
+                if prev is not None:
+                    st.emit_until(t, prev, width, height)
+            prev, prev_t = frame, t
+            frame_index += 1
+    except MediaError as e:
+        failure = str(e)
+    last_frame_end = prev_t + 1.0 / cfg.fps
+    for st in states:
+        r = base_row(source)
+        w = st.w
+        r.update(clip_id=clip_id_for(source["source_sha256"], w.start_s, w.end_s), start_s=w.start_s, end_s=w.end_s,
+                 scene_index=w.scene_index, window_index=w.window_index, fps=float(cfg.fps), width=width, height=height)
+        if prev is not None and failure is None:
+            st.emit_until(max(w.end_s, last_frame_end), prev, width, height, final=True)
+        elif prev is not None and st.complete_before(prev_t):
+            st.emit_until(w.end_s, prev, width, height, final=True)
+        r["start_frame"], r["end_frame"] = st.source_span(frame_index)
+        if st.data is None or (failure is not None and not st.complete_before(prev_t)):
+            r.update(status="error", reject_stage="clips",
+                     reject_reason=f"decode_failed: {failure}" if failure else "no frames in window")
+            st.abort()
+        else:
+            r["video"] = st.data
+            r["num_frames"] = st.n
+            if audio is not None:
+                r["audio_pcm"] = slice_audio(audio, w.start_s, w.end_s)
+        r["backends"] = json.dumps({"clips": {"backend": "pyav", "encoder": "libx264", "crf": cfg.crf, "preset": cfg.preset,
+                                              "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}},
+                                   sort_keys=True, separators=(",", ":"))
+        rows.append(r)
+    return _finish(rows)
+
+
+def _finish(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["source_num_rows"] = len(rows)
+    return rows
+
+
+def slice_audio(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    a, b = int(round(start_s * AUDIO_RATE)), int(round(end_s * AUDIO_RATE))
+    out = audio[a:b]
+    if len(out) < b - a:  # audio stream shorter than the video: pad with silence
+        out = np.concatenate([out, np.zeros(b - a - len(out), np.float32)])
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class _WindowState:
+    """Encoder state of one window while the source is decoded once for all windows."""
+
+    def __init__(self, w: Window, cfg: ClipsConfig):
+        self.w = w
+        self.cfg = cfg
+        self.ticks = max(1, int(math.floor(w.duration * cfg.fps + 1e-6)))
+        self.n = 0
+        self.writer: Optional[Mp4Writer] = None
+        self.data: Optional[bytes] = None
+        self.first_src: Optional[int] = None
+        self.last_src: Optional[int] = None
+
+    def tick_time(self, k: int) -> float:
+        return self.w.start_s + k / self.cfg.fps
+
+    def count_source_frame(self, index: int, t: float) -> None:
+        if self.w.start_s - 1e-6 <= t < self.w.end_s - 1e-6:
+            if self.first_src is None:
+                self.first_src = index
+            self.last_src = index
+
+    def emit_until(self, t_next: float, frame: np.ndarray, width: int, height: int, final: bool = False) -> None:
+        """Emit every tick before ``t_next`` with ``frame`` (the latest frame shown then)."""
+        while self.n < self.ticks and (self.tick_time(self.n) < t_next - 1e-6 or (final and self.tick_time(self.n) < t_next + 1e-6)):
+            if self.writer is None:
+                self.writer = Mp4Writer(width, height, self.cfg.fps, self.cfg.crf, self.cfg.preset)
+            self.writer.write(frame)
+            self.n += 1
+        if self.n == self.ticks and self.writer is not None and self.data is None:
+            self.data = self.writer.close()  # free the encoder as soon as the window is full
+
+    def complete_before(self, t: float) -> bool:
+        return self.w.end_s <= t + 1e-6
+
+    def source_span(self, total_frames: int) -> tuple[int, int]:
+        if self.first_src is None:
+            return total_frames, total_frames
+        return self.first_src, self.last_src + 1
+
+    def abort(self) -> None:
+        if self.writer is not None and self.data is None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+            self.writer = None
+

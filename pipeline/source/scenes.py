@@ -1,0 +1,120 @@
+"""Scene split with PySceneDetect on a downscaled decode, and the clip windows derived from it.
+
+Times come from PySceneDetect's timecodes (presentation timestamps on the pyav backend), so
+variable-frame-rate sources are cut by time, not by frame counts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from schemas.base import Strict
+
+
+class ScenesConfig(Strict):
+    detector: Literal["adaptive", "content", "threshold", "histogram", "hash"] = "adaptive"
+    # Extra keyword arguments of the PySceneDetect detector (e.g. {"threshold": 27.0});
+    # empty means the detector's own published defaults.
+    detector_args: dict[str, Any] = {}
+    # PySceneDetect downscale factor for the analysis decode; 0 = its automatic choice
+    # (about 256 px wide), which is what its published goldens use.
+    downscale: int = Field(0, ge=0)
+    # MoCha trains on short shots; below 2 s there is too little speech to learn lip motion,
+    # above 10 s a clip no longer fits a training sample, so long scenes become windows.
+    min_clip_s: float = Field(2.0, gt=0)
+    max_clip_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_clip_s < self.min_clip_s:
+            raise ValueError(f"scenes.max_clip_s ({self.max_clip_s}) < scenes.min_clip_s ({self.min_clip_s})")
+        return self
+
+
+DETECTORS = {
+    "adaptive": "AdaptiveDetector",
+    "content": "ContentDetector",
+    "threshold": "ThresholdDetector",
+    "histogram": "HistogramDetector",
+    "hash": "HashDetector",
+}
+
+
+@dataclass
+class Scene:
+    index: int
+    start_s: float
+    end_s: float
+    start_frame: int  # on PySceneDetect's (nominal-rate) frame timeline
+    end_frame: int
+
+
+@dataclass
+class Window:
+    scene_index: int
+    window_index: int
+    start_s: float
+    end_s: float
+
+    @property
+    def duration(self) -> float:
+        return self.end_s - self.start_s
+
+
+def make_detector(cfg: ScenesConfig):
+    import scenedetect.detectors as d
+
+    cls = getattr(d, DETECTORS[cfg.detector])
+    try:
+        return cls(**cfg.detector_args)
+    except TypeError as e:
+        raise ValueError(f"scenes.detector_args {cfg.detector_args} do not fit {cls.__name__}: {e}") from None
+
+
+def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> tuple[list[Scene], list[float]]:
+    """Scenes covering the whole video, and the cut times in seconds."""
+    from scenedetect import SceneManager, open_video
+
+    # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
+    # FFmpeg's terminal logger on for the whole process
+    video = open_video(src, backend="pyav", suppress_output=True) if isinstance(src, str) else _open_stream(src)
+    sm = SceneManager()
+    sm.add_detector(make_detector(cfg))
+    if cfg.downscale > 0:
+        sm.auto_downscale = False
+        sm.downscale = cfg.downscale
+    sm.detect_scenes(video=video, show_progress=False)
+    scenes = []
+    for i, (a, b) in enumerate(sm.get_scene_list(start_in_scene=True)):
+        scenes.append(Scene(i, float(a.seconds), float(b.seconds), int(a.frame_num), int(b.frame_num)))
+    # the last scene ends where the video stream ends (PySceneDetect's end timecode), not at the
+    # container duration, which an audio tail can make longer than the pictures
+    cuts = [s.start_s for s in scenes[1:]]
+    return scenes, cuts
+
+
+def _open_stream(fileobj):
+    from scenedetect.backends.pyav import VideoStreamAv
+
+    return VideoStreamAv(fileobj, name="stream", suppress_output=True)
+
+
+def windows_for(scenes: list[Scene], cfg: ScenesConfig) -> tuple[list[Window], list[Window]]:
+    """Split scenes into clip windows of [min_clip_s, max_clip_s]. Long scenes become
+    consecutive windows of equal length (ceil(L / max) of them), so no tail is lost; scenes
+    shorter than min_clip_s are returned separately so the ledger can account for them."""
+    keep, short = [], []
+    for s in scenes:
+        length = s.end_s - s.start_s
+        if length + 1e-6 < cfg.min_clip_s:
+            short.append(Window(s.index, 0, s.start_s, s.end_s))
+            continue
+        n = max(1, math.ceil(length / cfg.max_clip_s - 1e-9))
+        step = length / n
+        for k in range(n):
+            end = s.end_s if k == n - 1 else s.start_s + (k + 1) * step
+            keep.append(Window(s.index, k, s.start_s + k * step, end))
+    return keep, short

@@ -1,0 +1,158 @@
+"""OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (started by the test)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from common.media import encode_mp4
+from pipeline.stages.language.caption import CaptionStage
+from pipeline.stages.language.character import CharacterFilterStage
+from pipeline.stages.language.config import LLMConfig
+from schemas.caption import Caption
+from tests.helpers.stub_llm_server import StubChatServer
+
+VALID_VERDICT = json.dumps({"has_prominent_character": True, "num_characters": 1,
+                            "central_character": "Person1", "reason": "one woman talks to the camera"})
+VALID_CAPTION = json.dumps({
+    "characters": [{"tag": "Person1", "appearance": "a woman with short grey hair, a red scarf",
+                    "position": "center", "facing": "camera", "emotion": "calm", "speaking": False,
+                    "actions": ["nods"], "body_language": "upright posture"}],
+    "environment": {"setting": "an office", "lighting": "soft daylight"},
+    "camera": {"shot_size": "medium", "angle": "eye_level", "movement": "static"},
+})
+
+
+@pytest.fixture(scope="module")
+def video() -> bytes:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(20)]
+    return encode_mp4(frames, fps=25.0)
+
+
+def make_row(video: bytes, i: int = 0) -> dict:
+    faces = [{"track_id": 0, "coverage": 1.0, "height_ratio": 0.4, "center": [0.5, 0.4],
+              "bbox_mean": [0.3, 0.2, 0.7, 0.6], "speaking": True, "sync_conf": 5.0}]
+    return {"clip_id": f"clip{i}", "source_uri": "mem://src", "start_s": 0.0, "end_s": 0.8, "scene_index": 0,
+            "video": video, "fps": 25.0, "width": 64, "height": 48, "num_frames": 20, "has_audio": True,
+            "speech_ratio": 0.9, "faces": json.dumps(faces), "num_faces": 1, "shot_size": "medium",
+            "sync_conf": 5.0, "motion_class": "static", "backends": "{}", "reject_stage": None}
+
+
+def llm_cfg(url: str, **kw) -> LLMConfig:
+    base = dict(backend="openai", endpoint=url, model="stub-vlm", retries=2, backoff_s=0.01, timeout_s=2.0,
+                concurrency=4, max_keyframes=3, keyframe_max_side=64)
+    base.update(kw)
+    return LLMConfig(**base)
+
+
+def run_filter(cfg: LLMConfig, rows: list[dict]) -> list[dict]:
+    return CharacterFilterStage(llm=cfg).run(rows)
+
+
+def test_valid_answer_is_accepted_and_request_is_well_formed(video):
+    with StubChatServer(reply=VALID_VERDICT) as srv:
+        (row,) = run_filter(llm_cfg(srv.url), [make_row(video)])
+        assert srv.requests == 1
+        body = srv.bodies[0]
+    assert row["reject_stage"] is None
+    assert json.loads(row["character_verdict"])["central_character"] == "Person1"
+    backends = json.loads(row["backends"])["character"]
+    assert backends == {"backend": "openai", "fallback": False, "model": "stub-vlm", "endpoint": srv.url}
+    assert body["model"] == "stub-vlm"
+    assert body["response_format"]["type"] == "json_schema"
+    assert "has_prominent_character" in json.dumps(body["response_format"]["json_schema"]["schema"])
+    user = body["messages"][1]["content"]
+    images = [c["image_url"]["url"] for c in user if c["type"] == "image_url"]
+    assert len(images) == 3 and all(u.startswith("data:image/jpeg;base64,") for u in images)
+    assert "Face tracks: 1" in user[0]["text"]
+
+
+def test_caption_stage_overrides_speaking_from_facts(video):
+    with StubChatServer(reply=VALID_CAPTION) as srv:
+        (row,) = CaptionStage(llm=llm_cfg(srv.url)).run([make_row(video)])
+    assert row["reject_stage"] is None
+    cap = Caption.model_validate_json(row["caption"])
+    # the model said speaking=false; the sync facts say the only face talks
+    assert cap.characters[0].speaking is True and cap.characters[0].track_id == 0
+    assert row["prompt"].startswith("One video clip.\nCharacters:\nPerson1: a woman with short grey hair, a red scarf.")
+    assert "Person1 (center of frame, facing the camera, calm) talks, nods; upright posture." in row["prompt"]
+
+
+@pytest.mark.parametrize("reply", ["not json {", "```json\n{\"has_prominent_character\": true}\n```",
+                                   json.dumps({"has_prominent_character": True, "num_characters": 1,
+                                               "central_character": "Person1", "reason": "x", "extra": 1})])
+def test_invalid_output_is_retried_then_rejected(video, reply):
+    with StubChatServer(reply=reply) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=2), [make_row(video)])
+        assert srv.requests == 3  # first attempt + 2 retries
+    assert (row["reject_stage"], row["reject_reason"], row["status"]) == ("character", "llm_invalid_output", "rejected")
+    assert "error" in json.loads(row["backends"])["character"]
+
+
+def test_retry_recovers_from_one_bad_answer(video):
+    with StubChatServer(reply=lambda body, i: "Sure! here it is" if i == 1 else VALID_VERDICT) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=1), [make_row(video)])
+        assert srv.requests == 2
+    assert row["reject_stage"] is None and row["character_verdict"]
+
+
+def test_http_500_gives_unavailable_after_retries(video):
+    with StubChatServer(reply=VALID_VERDICT, status=500) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=2), [make_row(video)])
+        assert srv.requests == 3
+    assert row["reject_reason"] == "llm_unavailable"
+    assert "HTTP 500" in json.loads(row["backends"])["character"]["error"]
+
+
+def test_slow_answer_past_timeout_gives_unavailable(video):
+    with StubChatServer(reply=VALID_VERDICT, delay_s=1.5) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=1, timeout_s=0.3), [make_row(video)])
+        assert srv.requests == 2
+    assert row["reject_reason"] == "llm_unavailable"
+    assert "within 0.3 s" in json.loads(row["backends"])["character"]["error"]
+
+
+def test_closed_port_gives_unavailable(video):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    (row,) = run_filter(llm_cfg(f"http://127.0.0.1:{port}/v1", retries=1), [make_row(video)])
+    assert row["reject_reason"] == "llm_unavailable"
+    assert "cannot connect" in json.loads(row["backends"])["character"]["error"]
+
+
+def test_concurrency_never_exceeds_limit(video):
+    rows = [make_row(video, i) for i in range(12)]
+    with StubChatServer(reply=VALID_VERDICT, delay_s=0.15) as srv:
+        out = run_filter(llm_cfg(srv.url, concurrency=3), rows)
+        assert srv.requests == 12
+        assert srv.max_in_flight == 3  # the limit is used, and never exceeded
+    assert all(r["reject_stage"] is None for r in out)
+
+
+def test_bad_video_fails_only_its_row(video):
+    rows = [make_row(video, 0), dict(make_row(video, 1), video=b"not an mp4"), make_row(video, 2)]
+    with StubChatServer(reply=VALID_VERDICT) as srv:
+        out = run_filter(llm_cfg(srv.url), rows)
+        assert srv.requests == 2
+    assert [r["reject_stage"] for r in out] == [None, "character", None]
+    assert out[1]["status"] == "error" and out[1]["reject_reason"].startswith("error: MediaError")
+
+
+def test_keyframes_are_the_centres_of_equal_parts():
+    from pipeline.stages.language.keyframes import jpeg_data_url, sample_keyframes
+
+    # frame i has brightness 10*i: the sampled brightness tells which frames were picked
+    frames = [np.full((36, 64, 3), 10 * i, dtype=np.uint8) for i in range(25)]
+    vid = encode_mp4(frames, fps=25.0, crf=0)
+    got = sample_keyframes(vid, 4, max_side=32)
+    assert [f.shape for f in got] == [(18, 32, 3)] * 4
+    idx = [int(round(float(f.mean()) / 10)) for f in got]
+    assert idx == [3, 9, 16, 22]  # centres of 4 quarters of 25 frames (1 s): t = 0.125, 0.375, 0.625, 0.875
+    assert jpeg_data_url(got[0]).startswith("data:image/jpeg;base64,/9j/")  # JPEG magic
+    with pytest.raises(Exception, match="no video bytes"):
+        sample_keyframes(b"", 4)
