@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   create .venv, install everything, run the curation end to end on embedded defaults
-#   make test   create .venv, install everything, run the test suite
+#   make test   create .venv, install everything, run the test suite (what CI runs)
+# and, while working: make test-fast (unit tests only: no end-to-end runs, real data or Airflow).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 CONSTRAINT := -c requirements/constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean airflow-venv chromium
+.PHONY: venv demo test test-fast bench clean airflow-venv chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/*.txt
@@ -40,6 +41,9 @@ demo: venv
 
 test: venv airflow-venv chromium
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+test-fast: venv
+	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m "not slow and not realdata and not airflow" $(PYTEST_ARGS)
 
 bench: venv
 	for f in benchmarks/bench_*.py; do $(BIN)/python "$$f" || exit 1; done

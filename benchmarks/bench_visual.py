@@ -1,4 +1,4 @@
-"""Figures for the visual stage (issue 3) on the real clips (../shared/data/real).
+"""Figures for the visual stage on the real clips (../shared/data/real).
 
 Prints: frames per second of face detection (each backend), of the sync and motion steps and of
 the whole stage; decode passes per clip; sync confidence of aligned vs shifted vs mismatched vs

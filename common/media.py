@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO, Iterator, Optional, Union
 
@@ -50,8 +50,6 @@ class ProbeInfo:
     audio_rate: int = 0
     audio_channels: int = 0
     num_frames: int = 0  # container's count; 0 when unknown
-    # An attached picture (cover art) is not a video: its stream is not counted as one.
-    notes: list = field(default_factory=list)
 
 
 def _video_stream(container):

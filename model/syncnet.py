@@ -30,9 +30,6 @@ def _fc(dim_out: int):
 
 
 class SyncNet(nn.Module):
-    AUDIO_SHAPE = (1, 13, 20)  # per sample: channel, cepstra, 10 ms steps
-    VIDEO_SHAPE = (3, 5, 224, 224)  # per sample: channels, frames, height, width
-
     def __init__(self, embed_dim: int = 1024):
         super().__init__()
         # 13x20 -> 13x20 -> (pool 3x3 s(1,2)) 11x9 -> 3 convs -> (pool 3x3 s2) 5x4 -> (5,4) conv -> 1x1

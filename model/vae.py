@@ -86,9 +86,6 @@ class VideoVAE(nn.Module):
     def latent_frames(self, num_frames: int) -> int:
         return 1 + (int(num_frames) - 1) // self.temporal_compression
 
-    def video_frames(self, num_latent_frames: int) -> int:
-        return 1 + (int(num_latent_frames) - 1) * self.temporal_compression
-
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         s = self.spatial_compression
         return (self.latent_channels, self.latent_frames(num_frames), height // s, width // s)

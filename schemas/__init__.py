@@ -4,7 +4,6 @@ from schemas.rows import (  # noqa: F401
     CLIP_REQUIRED_COLUMNS,
     DEFAULT_AUDIO_EMB_DIM,
     LEDGER_COLUMNS,
-    LEDGER_STATUSES,
     SCHEMA_VERSION,
     SHOT_SIZES,
     TRACKS,
@@ -13,5 +12,4 @@ from schemas.rows import (  # noqa: F401
     clip_schema,
     ledger_schema,
     read_table,
-    rows_to_table,
 )

@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from schemas.base import Strict
 
-CAPTION_VERSION = "1.0"
 TAG_RE = re.compile(r"^Person([1-9][0-9]*)$")
 
 Position = Literal["left", "center", "right"]

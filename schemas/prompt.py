@@ -302,18 +302,3 @@ def render_from_json(doc: Any, tokenizer: Any = None, budget: int = DEFAULT_TOKE
         doc = doc["clips"]
     clips = doc if isinstance(doc, list) else [doc]
     return render_prompt([clip_caption(c) for c in clips], tokenizer, budget)
-
-
-_DEF_RE = re.compile(r"^(Person[1-9][0-9]*):", re.M)
-_TAG_USE_RE = re.compile(r"\bPerson[1-9][0-9]*\b")
-
-
-def tag_report(text: str) -> tuple[list[str], set[str]]:
-    """(tags defined under "Characters:", in order; tags used in clip lines). For checks."""
-    head, _, _ = text.partition("\nFirst clip:")
-    defined = _DEF_RE.findall(head)
-    used: set[str] = set()
-    for line in text.splitlines():
-        if re.match(r"^(?:\w+ clip|Clip \d+):", line):
-            used.update(_TAG_USE_RE.findall(line))
-    return defined, used

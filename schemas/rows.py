@@ -1,13 +1,12 @@
 """Arrow schemas of the curated shards: clip rows (st2v/ and t2v/) and ledger rows (ledger/).
 
-This module is the single source of truth for the output contract (DESIGN.md section 3). The
+This module is the single source of truth for the output contract (the README's "Curate" section lists it). The
 writer builds tables with these schemas, readers call :func:`read_table` / :func:`check_schema`,
 and the tests compare against them. The version goes into every file's schema metadata under
 ``mocha.schema_version``; a reader refuses a file with a missing or different major version.
 """
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 import pyarrow as pa
@@ -19,7 +18,6 @@ META_KIND = b"mocha.kind"
 META_EMB_DIM = b"mocha.audio_emb_dim"
 
 TRACKS = ("st2v", "t2v")
-LEDGER_STATUSES = ("st2v", "t2v", "rejected", "error")
 # Shot sizes of a clip with a face, from the tightest (mouth most visible) to the widest: the
 # order in which MoCha's curriculum adds them. ``no_face`` is the value for clips without one.
 FACE_SHOT_SIZES = ("close_up", "medium_close_up", "medium", "wide")
@@ -48,7 +46,7 @@ _SCORE_FIELDS = [
     pa.field("motion_score", pa.float32()),
 ]
 
-# Required columns of a clip row, in file order. Nullable unless stated in DESIGN.md.
+# Required columns of a clip row, in file order. Nullable unless marked otherwise.
 _CLIP_REQUIRED = [
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("source_uri", pa.string(), nullable=False),
@@ -70,7 +68,7 @@ _CLIP_REQUIRED = [
     pa.field("backends", pa.string(), nullable=False),
 ]
 
-# Extra clip columns (DESIGN.md: "more are fine"). Kept in the same schema so that every
+# Extra clip columns (the contract allows more than the required ones). Kept in the same schema so that every
 # writer and reader agrees on them too.
 _CLIP_EXTRA = [
     pa.field("num_frames", pa.int32()),
@@ -183,17 +181,3 @@ def read_table(path: str, kind: str, columns: Iterable[str] | None = None, files
         raise SchemaError(f"{path}: not a readable Parquet file ({e})") from e
     check_schema(schema, kind, where=str(path))
     return pq.read_table(path, columns=list(columns) if columns else None, filesystem=filesystem)
-
-
-def empty_row(schema: pa.Schema) -> dict:
-    return {name: None for name in schema.names}
-
-
-def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Build a table of exactly ``schema`` from row dicts; missing keys become nulls."""
-    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
-def backends_json(backends: dict) -> str:
-    return json.dumps(backends, sort_keys=True, separators=(",", ":"))

@@ -82,7 +82,8 @@ def flatten_backends(b: dict, prefix: str = "") -> dict[str, dict]:
 
 
 def is_labelled(entry: dict) -> bool:
-    return any(entry.get(n) for n in _LABEL_KEYS)
+    """The entry names what produced the scores and says whether that is a fallback."""
+    return any(entry.get(n) for n in _LABEL_KEYS) and isinstance(entry.get("fallback"), bool)
 
 
 def check_foreign_schema(data: AuditData) -> list[Finding]:

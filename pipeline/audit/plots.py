@@ -103,18 +103,6 @@ def _bins(lo: float, hi: float, values: np.ndarray):
     return 30
 
 
-def bar_chart(counts: dict[str, float], title: str, xlabel: str) -> str:
-    fig = Figure(figsize=(5, 0.35 * max(1, len(counts)) + 1.0))
-    ax = fig.add_subplot(1, 1, 1)
-    keys = list(counts)
-    y = np.arange(len(keys))[::-1]
-    ax.barh(y, [counts[k] for k in keys], color=STATUS_COLOURS["st2v"])
-    ax.set_yticks(y, keys)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    return _data_uri(fig)
-
-
 def keyframe_thumbnail(video: bytes, max_side: int = 192) -> str:
     """JPEG data URI of the middle frame of an mp4 clip, longest side ``max_side``."""
     import cv2  # headless OpenCV: only needed for the gallery

@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pipeline.audit.checks import CHECKS, Finding, caption_validator, flatten_ba
 from pipeline.audit.load import AuditData, load_output, read_videos
 from schemas.rows import SCHEMA_VERSION, SHOT_SIZES
 
-# Pipeline order of stages (DESIGN.md section 1), so the funnel reads top to bottom as the data
+# Pipeline order of stages, so the funnel reads top to bottom as the data
 # flowed; stages a run reports under other names are appended after these.
 STAGE_ORDER = ("ingest", "probe", "scenes", "split", "clips", "cut", "speech", "music", "audio_embed",
                "faces", "sync", "lipsync", "motion", "character", "caption", "route", "finalize", "write")
@@ -26,11 +25,6 @@ SCORES = ("speech_ratio", "music_ratio", "sync_offset", "sync_conf", "sync_dist"
           "num_faces", "face_height_ratio", "duration_s")
 SCORE_UNITS = {"sync_offset": "frames @25fps", "motion_score": "px/frame", "duration_s": "s",
                "face_height_ratio": "face h / frame h"}
-# Words in a backend name that denote an embedded default rather than the production model
-# (DESIGN.md section 4: "snr-vad-gated", "opencv-haar", "av-correlation", "rules", "none" ...);
-# a row may also say so itself with "fallback": true or a "reason".
-FALLBACK_TOKENS = frozenset({"none", "skipped", "disabled", "snr", "energy", "rules", "rule", "heuristic",
-                             "haar", "yunet", "correlation", "random", "estimate"})
 # Findings kept per check in the JSON/HTML; the count is always complete.
 MAX_FINDINGS_SHOWN = 50
 # Sources listed in the HTML table (a large crawl has thousands; the JSON keeps them all).
@@ -190,10 +184,8 @@ def _score_stats(series: dict) -> dict:
 
 
 def _is_fallback(entry: dict) -> bool:
-    words = set(re.split(r"[-_ .:/]+", str(entry.get("backend", "")).lower()))
-    return (bool(entry.get("fallback")) or "reason" in entry or bool(words & FALLBACK_TOKENS)
-            # smoke-run models built from tiny random configs are never the production model
-            or "random" in str(entry.get("model", "")).lower())
+    # each stage declares it when it wrote the row; names are never guessed at
+    return entry.get("fallback") is True
 
 
 def _backends(data: AuditData) -> dict:

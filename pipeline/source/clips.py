@@ -117,7 +117,7 @@ def cut_clips(src, source: dict, windows: list[Window], short: list[Window], aud
             r["num_frames"] = st.n
             if audio is not None:
                 r["audio_pcm"] = slice_audio(audio, w.start_s, w.end_s)
-        r["backends"] = json.dumps({"clips": {"backend": "pyav", "encoder": "libx264", "crf": cfg.crf, "preset": cfg.preset,
+        r["backends"] = json.dumps({"clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": cfg.crf, "preset": cfg.preset,
                                               "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}},
                                    sort_keys=True, separators=(",", ":"))
         rows.append(r)

@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.media import encode_audio, encode_mp4
-from schemas.rows import clip_schema, rows_to_table
+from schemas.rows import clip_schema
+from tests.helpers.tables import rows_to_table
 
 DIM = 8
 

@@ -11,14 +11,17 @@ from typing import Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from schemas.rows import SHOT_SIZES, backends_json, clip_schema, ledger_schema, rows_to_table
+from schemas.rows import SHOT_SIZES, clip_schema, ledger_schema
+from tests.helpers.tables import backends_json, rows_to_table
 
 # Shaped like the curate run's: flat stages, and a group whose members may be bare names.
-BACKENDS = {"speech": {"backend": "silero-vad"}, "music": {"backend": "snr-vad-gated", "reason": "no demucs weights"},
-            "audio_embed": {"backend": "wav2vec2", "model": "facebook/wav2vec2-base-960h"},
-            "clips": {"encoder": "libx264", "crf": 20},
-            "visual": {"faces": {"backend": "scrfd", "model": "scrfd_500m"}, "motion": "opencv-dis",
-                       "sync": {"backend": "av-correlation", "model": None}}}
+BACKENDS = {"speech": {"backend": "silero-vad", "fallback": False},
+            "music": {"backend": "snr-vad-gated", "fallback": True, "reason": "no demucs weights"},
+            "audio_embed": {"backend": "wav2vec2", "fallback": False, "model": "facebook/wav2vec2-base-960h"},
+            "clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": 20},
+            "visual": {"faces": {"backend": "scrfd", "fallback": False, "model": "scrfd_500m"},
+                       "motion": {"backend": "opencv-dis", "fallback": False},
+                       "sync": {"backend": "av-correlation", "fallback": True, "model": None}}}
 
 
 def tiny_video(frames: int = 6, size: int = 32, fps: float = 25.0, seed: int = 0) -> bytes:

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.caption import Camera, Caption, Character, Environment
-from schemas.prompt import count_tokens, render_from_json, render_prompt, tag_report
+from schemas.prompt import count_tokens, render_from_json, render_prompt
+from tests.helpers.prompt_tags import tag_report
 
 WOMAN = Character(tag="Person1", appearance="a young woman with curly red hair, a green jacket", position="center",
                   facing="camera", emotion="cheerful", speaking=True, actions=["smiles"])

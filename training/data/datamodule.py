@@ -1,8 +1,8 @@
 """LightningDataModule of the curated shards with mid-epoch resume through checkpoints.
 
 Lightning prefetches batches ahead of the training step, so the state of the loader at the
-moment a checkpoint is written is *ahead* of what was trained (LitData issue #775 is the same
-trap). This module tags every batch with its index, notes in ``on_before_batch_transfer``
+moment a checkpoint is written is *ahead* of what was trained (a known trap of streaming
+loaders). This module tags every batch with its index, notes in ``on_before_batch_transfer``
 (called on the batch about to be trained) how many batches were trained, and ``state_dict``
 returns the loader's snapshot at exactly that count. ``load_state_dict`` (called by the
 Trainer before it asks for the train dataloader) makes the next loader continue from there.

@@ -245,17 +245,6 @@ class _Part:
         yield {STATE_KEY: copy.deepcopy(self.state), WORKER_KEY: self.logical, FINAL_KEY: True}
 
 
-def batch_parts(index: ShardIndex, cfg: DataConfig, rank: int, world_size: int, num_workers: int,
-                stage: Optional[int] = None, epoch: int = 0) -> list[list[int]]:
-    """Items of each worker of ``rank`` in epoch mode (for inspection and tests)."""
-    ds = ShardStream(index, cfg, rank, world_size, "epoch", stage, epoch)
-    out = []
-    for w in range(num_workers):
-        part = _Part(ds, w, num_workers, rank * num_workers + w, world_size * num_workers, None, None, {})
-        out.append([int(i) for i in part.epoch_items()])
-    return out
-
-
 class ShardLoader:
     """Iterates a ShardStream through a torch DataLoader and keeps the state to resume it.
 

@@ -13,8 +13,8 @@ import pytest
 from mocha import audit as audit_cli
 from pipeline.audit import checks
 from pipeline.audit.load import load_output
-from schemas.rows import backends_json
 from tests.helpers.synthetic_shards import BACKENDS, clip_row, ledger_row, tiny_video, write_output
+from tests.helpers.tables import backends_json
 
 N_CLIPS = 8
 
@@ -205,7 +205,7 @@ def test_foreign_shard_does_not_hide_the_good_ones(tmp_path, video):
 
 def test_labelled_embedding_skip_is_not_a_finding(tmp_path, video):
     clips, ledger = clean_rows(video)
-    skipped = {**BACKENDS, "audio_embed": {"backend": "none", "reason": "no embedding model available"}}
+    skipped = {**BACKENDS, "audio_embed": {"backend": "none", "fallback": True, "reason": "no embedding model available"}}
     for c in clips:
         if c["track"] == "st2v":
             c["audio_emb"] = None
@@ -257,7 +257,8 @@ def test_embedding_flags_per_row_across_row_groups(tmp_path):
 
 def test_nulls_in_non_nullable_columns_and_broken_pages_are_findings(tmp_path, video):
     # A foreign writer: right column types and metadata, but nullable fields holding nulls.
-    from schemas.rows import clip_schema, rows_to_table
+    from schemas.rows import clip_schema
+    from tests.helpers.tables import rows_to_table
 
     clips, ledger = clean_rows(video)
     out = write_output(tmp_path / "out", clips, ledger)

@@ -8,7 +8,7 @@ from pipeline.finalize.grouping import group_clips
 from pipeline.stages.language.caption import CaptionStage
 from pipeline.stages.language.character import CharacterFilterStage
 from schemas.caption import Camera, Caption, Character, dumps
-from schemas.prompt import tag_report
+from tests.helpers.prompt_tags import tag_report
 
 
 def track(tid, x, speaking, sync, coverage=1.0):

@@ -6,11 +6,12 @@ from collections import Counter
 
 import pytest
 
-from mocha.data import inspect_mix, register
+from mocha.data import register
 from tests.helpers.datashards import DIM, colour_clip, mixed_rows, write_shards
 from training.data.config import DataConfig, DataConfigError, StageMix, halving_stages, load_data_config
 from training.data.curriculum import CurriculumError, expected_mix
 from training.data.dataset import ShardLoader, ShardStream
+from training.data.inspect import inspect_mix
 from training.data.sampler import CurriculumSampler
 from training.data.shards import build_index
 

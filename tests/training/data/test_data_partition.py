@@ -1,6 +1,8 @@
 """Partitioning over ranks x dataloader workers: disjoint, complete, deterministic."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,10 +10,21 @@ from hypothesis import strategies as st
 
 from tests.helpers.datashards import DIM, colour_clip, mixed_rows, write_shards
 from training.data.config import DataConfig
-from training.data.dataset import ShardLoader, ShardStream, _Part, batch_parts
+from training.data.dataset import ShardLoader, ShardStream, _Part
 from training.data.decode import SampleDecoder
 from training.data.sampler import PoolCursor, epoch_order, part_slice
-from training.data.shards import ChunkReader, build_index
+from training.data.shards import ChunkReader, ShardIndex, build_index
+
+
+def batch_parts(index: ShardIndex, cfg: DataConfig, rank: int, world_size: int, num_workers: int,
+                stage: Optional[int] = None, epoch: int = 0) -> list[list[int]]:
+    """Items of each worker of ``rank`` in epoch mode."""
+    ds = ShardStream(index, cfg, rank, world_size, "epoch", stage, epoch)
+    out = []
+    for w in range(num_workers):
+        part = _Part(ds, w, num_workers, rank * num_workers + w, world_size * num_workers, None, None, {})
+        out.append([int(i) for i in part.epoch_items()])
+    return out
 
 POOLS = {("st2v", "close_up"): 23, ("st2v", "medium"): 14, ("t2v", "wide"): 11}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from mocha.data import inspect_mix
 from schemas.rows import META_EMB_DIM
 from training.data.config import DataConfig
 from training.data.datamodule import MochaDataModule
 from training.data.dataset import ShardLoader, ShardStream
+from training.data.inspect import inspect_mix
 from training.data.shards import build_index
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pipeline.stages.language.character import CharacterFilterStage
 from pipeline.stages.language.config import CaptionConfig, CharacterFilterConfig
 from pipeline.stages.language.facts import apply_facts
 from schemas.caption import Caption, Character, CharacterVerdict
-from schemas.prompt import tag_report
+from tests.helpers.prompt_tags import tag_report
 
 
 def track(tid=0, coverage=1.0, height=0.4, x=0.5, speaking=None, sync=None):

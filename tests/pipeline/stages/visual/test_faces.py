@@ -1,4 +1,4 @@
-"""Face detection backends, IoU tracking and shot size (issue 3)."""
+"""Face detection backends, IoU tracking and shot size."""
 from __future__ import annotations
 
 import numpy as np

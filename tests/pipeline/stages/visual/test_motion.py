@@ -1,4 +1,4 @@
-"""Optical-flow motion score and class (issue 3)."""
+"""Optical-flow motion score and class."""
 from __future__ import annotations
 
 import cv2

@@ -1,4 +1,4 @@
-"""Lip-sync scoring (issue 3): the published offset/dist/conf reduction, the SyncNet evaluation
+"""Lip-sync scoring: the published offset/dist/conf reduction, the SyncNet evaluation
 plumbing (windowing, MFCC alignment, offset sign), re-alignment, and the weight-free backend."""
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_av_correlation_on_a_synthetic_talker():
     assert short.offset == 0 and short.conf == 0.0
 
 
-# --- the weight-free backend on the real clips (issue 3 acceptance) -----------------------------
+# --- the weight-free backend on the real clips -----------------------------
 # Offsets follow SyncNet's sign: audio delayed by d frames -> offset -d. Clips are cut to 8-10 s.
 
 KATIE = "closeup_talk_hdtf_katiehill.mp4"

@@ -1,4 +1,4 @@
-"""The visual stage on rows built from the real clips (issue 3): one decode, faces -> shot ->
+"""The visual stage on rows built from the real clips: one decode, faces -> shot ->
 sync -> motion, ledger sub-stages, st2v blocking and audio re-alignment."""
 from __future__ import annotations
 
