@@ -18,6 +18,7 @@ from pipeline.engine.writer import ShardWriter
 from pipeline.finalize.grouping import group_clips
 from pipeline.source.ingest import expand_inputs
 from pipeline.stages.language.caption import load_tokenizer
+from pipeline.stages.language.config import mask_secret_args
 from schemas.rows import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         "config": json.loads(cfg.model_dump_json()),
         "versions": versions(),
         "runner": runner,
-        "command": sys.argv,
+        "command": mask_secret_args(sys.argv),
         "started_at": started,
         "finished_at": time.time(),
         "wall_s": round(time.time() - started, 3),
