@@ -17,6 +17,7 @@ from pipeline.engine.runners import RUNNERS
 from pipeline.engine.summary import print_summary, summarize
 from pipeline.engine.writer import CommitLog
 from pipeline.source.ingest import expand_inputs
+from pipeline.stages.language.config import mask_secret_args
 from schemas.rows import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         "config": redact_config(json.loads(cfg.model_dump_json())),
         "versions": versions(),
         "runner": runner,
-        "command": [redact(a) for a in sys.argv],
+        "command": [redact(a) for a in mask_secret_args(sys.argv)],
         "started_at": started,
         "finished_at": time.time(),
         "wall_s": round(time.time() - started, 3),
