@@ -129,6 +129,8 @@ class MochaWan(nn.Module):
         self.proj_out = base.proj_out
         self.scale_shift_table = base.scale_shift_table
         self.audio_proj = AudioProjector(cfg.audio_dim, self.width)
+        # from_pretrained hands the base over in eval mode; one mode for the whole model
+        self.train()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -16,18 +16,23 @@ FPS = 25.0
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """A checkpoint of a tiny module, in the layout Lightning writes (state_dict + hparams)."""
+    """A checkpoint of a tiny module on a tiny random Wan base, as the trainer writes it (only
+    the trained tensors + EMA, the base's identity)."""
     from training.demo import build_tiny_models
     from training.module import MochaLitModule
 
     d = tmp_path_factory.mktemp("gen")
     models = build_tiny_models(d / "models", audio_dim=8)
     torch.manual_seed(0)
-    m = MochaLitModule(dit={"in_channels": 4, "text_dim": 32, "audio_dim": 8}, vae=models["vae"],
-                       text_encoder=models["t5"], audio_model=models["w2v"], ema_decay=0.99)
-    torch.nn.init.normal_(m.ema_dit.head.weight, std=0.05)  # a non-trivial velocity field
+    m = MochaLitModule(base=models["wan"], mocha={"audio_dim": 8}, train_mode="audio", vae=models["vae"],
+                       text_encoder=models["t5"], audio_model=models["w2v"], text_max_length=64, ema_decay=0.99)
+    for n in m.ema.names:  # speech layers that do something (their zero init would not)
+        if n.endswith("audio_attn.to_out.0.weight"):
+            torch.nn.init.normal_(m.ema.shadow(n), std=0.05)
+    ck = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}
+    m.on_save_checkpoint(ck)
     path = d / "tiny.ckpt"
-    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}, path)
+    torch.save(ck, path)
     return str(path)
 
 
