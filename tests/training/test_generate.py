@@ -146,3 +146,21 @@ def test_caption_json_prompt_is_rendered_and_counts_clips():
     assert count_prompt_clips(text) == 2
     assert count_prompt_clips("A woman talks to the camera.") == 1
     assert prompt_from_input("A woman talks.") == "A woman talks."
+
+
+def test_speech_and_ema_steer_the_sampler(ckpt):
+    """The speech track reaches the video (through the EMA speech layers and the audio
+    guidance); the raw weights (zero-init speech output) ignore it; the two samplers differ."""
+    from common.synth import synth_speech
+    from training.generate import GenerateConfig, generate, load_module
+
+    module = load_module(ckpt)
+    feats = lambda pcm, fps, n: np.random.default_rng(len(pcm)).standard_normal((n, 8)).astype(np.float32)  # noqa: E731
+    cfg = dict(height=32, width=32, steps=3, seed=0)
+    a, b = synth_speech(1.0, 1), synth_speech(1.0, 2)[:15800]  # same frame count, other features
+    run = lambda s, **kw: generate(module, "A woman talks.", [s], GenerateConfig(**{**cfg, **kw}), feats).frames  # noqa: E731
+    fa, fb = run(a), run(b)
+    assert fa.shape == fb.shape and np.abs(fa.astype(int) - fb.astype(int)).max() > 0
+    raw_a, raw_b = run(a, use_ema=False), run(b, use_ema=False)
+    assert np.array_equal(raw_a, raw_b)  # untrained speech layers add exactly nothing
+    assert not np.array_equal(run(a, scheduler="euler"), fa)
