@@ -14,6 +14,16 @@ from model.wan_base import TINY_LABEL, build_tiny_wan, load_base
 AUDIO_DIM, TEXT_DIM, TEXT_LEN = 8, 32, 12
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # tiny models: one intra-op thread is faster (no fork/join per op) and does not spin
+    # against other work on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def wan_dir(tmp_path_factory):
     return build_tiny_wan(tmp_path_factory.mktemp("wan") / "wan", in_channels=4, text_dim=TEXT_DIM)
