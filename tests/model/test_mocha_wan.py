@@ -209,3 +209,34 @@ def test_default_base_is_a_pinned_registry_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("MOCHA_MODELS_DIR", str(tmp_path))
     with pytest.raises(ModelMissing, match=f"mocha models fetch {DEFAULT_BASE}"):
         load_base(DEFAULT_BASE)
+
+
+def test_hub_id_in_the_hf_cache_gives_revision_and_blob_digests(tmp_path, monkeypatch):
+    """A hub id already in the Hugging Face cache loads from its snapshot (never downloads); the
+    revision is the snapshot's commit and weight digests are the blobs' names (no re-hashing)."""
+    import hashlib
+    import os
+
+    import huggingface_hub.constants as hfc
+
+    src = build_tiny_wan(tmp_path / "src")
+    repo = tmp_path / "hub" / "models--acme--tiny-wan"
+    commit = "a" * 40
+    snap = repo / "snapshots" / commit / "transformer"
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(os.listdir(src)):
+        data = open(os.path.join(src, f), "rb").read()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snap), snap / f)
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    calls = []
+    import model.wan_base as wb
+
+    monkeypatch.setattr(wb, "sha256_file", lambda p: calls.append(p) or hashlib.sha256(open(p, "rb").read()).hexdigest())
+    _, ident, _ = load_base("acme/tiny-wan")
+    assert ident["revision"] == commit and ident["sha256"] == load_base(src)[1]["sha256"]
+    assert not any("snapshots" in str(p) for p in calls)  # digests from the blob names, nothing re-hashed
