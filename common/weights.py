@@ -101,6 +101,17 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     ModelEntry("wan2.1-vae", "hf", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Apache-2.0", "VAE (latents, trainer, generate)",
                revision="0fad780a534b6463e45facd96134c9f345acfa5b",
                subfolder="vae", allow_patterns=("vae/*",)),
+    ModelEntry("wan2.1-t2v-1.3b", "hf", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Apache-2.0",
+               "trainer base (MoCha = this transformer + speech cross-attention), generate",
+               revision="0fad780a534b6463e45facd96134c9f345acfa5b", subfolder="transformer",
+               allow_patterns=("transformer/*",),
+               sha256={"transformer/config.json": "0b093fa072e9ff28763febe9b964ee582f566733a6d6709deb9dfba1bde16b81",
+                       "transformer/diffusion_pytorch_model-00001-of-00002.safetensors":
+                       "6d011927dbd2cc8afe53d57abab04a8fd86f615d83324770d985fb058ece3a24",
+                       "transformer/diffusion_pytorch_model-00002-of-00002.safetensors":
+                       "b92ec2309b1f239af6f746431815a881afcc938abb26a4f08d9a2fd6c892f872",
+                       "transformer/diffusion_pytorch_model.safetensors.index.json":
+                       "dcbcf3497134a3f50557ff069dd7d2c84b5c4d8c5932472f6bdb780fb4016589"}),
     ModelEntry("umt5-xxl", "hf", "google/umt5-xxl", "Apache-2.0", "text encoder (trainer, generate)",
                revision="66cb9e7e85526fe440a945569e42c72fb6cbc0ad",
                allow_patterns=("*.json", "*.safetensors", "*.model", "*.txt")),
