@@ -96,7 +96,7 @@ def main() -> None:
     same = True
     for f in files:
         t = time.perf_counter()
-        scenes, _ = detect_scenes(str(f), ScenesConfig())
+        scenes = detect_scenes(str(f), ScenesConfig()).scenes
         ours += time.perf_counter() - t
         with tempfile.TemporaryDirectory() as d:
             cuts, dt = cli_cuts(f, Path(d))

@@ -172,7 +172,11 @@ def init_ray(cfg: CurateConfig) -> None:
 
     if not ray.is_initialized():
         if cfg.run.ray_address:
-            ray.init(address=cfg.run.ray_address, log_to_driver=False)
+            kw = {}
+            if cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+                # a cluster on loopback: this driver is on its node, whatever the host's own IP
+                kw["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=cfg.run.ray_address, log_to_driver=False, **kw)
         else:
             # the embedded cluster listens on loopback only and starts no dashboard
             ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
