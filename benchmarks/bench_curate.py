@@ -60,7 +60,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from pipeline.engine.config import load_config
 from pipeline.engine.runners import iter_local
 cfg = load_config(None, [], inputs=[{str(f)!r}], output="unused")
-for row in iter_local([{{"source_uri": {str(f)!r}}}], cfg):
+for rec in iter_local([{{"source_uri": {str(f)!r}}}], cfg, 768):
     pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """

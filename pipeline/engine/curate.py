@@ -70,7 +70,8 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
     if skipped:
         console.print(f"resume: {skipped} of {len(items)} inputs already committed in {redact(cfg.output)}, skipping them")
 
-    records = RUNNERS[runner](todo, cfg, audio_emb_dim(cfg)) if todo else iter(())
+    stats: dict = {}
+    records = RUNNERS[runner](todo, cfg, audio_emb_dim(cfg), stats) if todo else iter(())
     with CurateProgress(console, len(todo), progress, enabled=cfg.run.progress) as prog:
         for rec in records:
             if log_.commit(rec):
@@ -89,6 +90,7 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         "inputs_this_run": len(todo),
         "inputs_skipped_resume": skipped,
         "orphans_removed": len(orphans),
+        "execution": stats,
         "warnings": warnings,
         "counts": summary,
     }

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import pickle
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -172,11 +172,11 @@ def init_ray(cfg: CurateConfig) -> None:
 
     if not ray.is_initialized():
         if cfg.run.ray_address:
-            kw = {}
             if cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
-                # a cluster on loopback: this driver is on its node, whatever the host's own IP
-                kw["_node_ip_address"] = "127.0.0.1"
-            ray.init(address=cfg.run.ray_address, log_to_driver=False, **kw)
+                # a cluster bound to loopback: Ray would otherwise rewrite 127.0.0.1 to this
+                # host's network address, where that cluster does not listen
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(address=cfg.run.ray_address, log_to_driver=False)
         else:
             # the embedded cluster listens on loopback only and starts no dashboard
             ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
@@ -187,14 +187,21 @@ def init_ray(cfg: CurateConfig) -> None:
     ctx.target_max_block_size = TARGET_BLOCK_BYTES
 
 
-def iter_ray(items: list[dict], cfg: CurateConfig, emb_dim: int) -> Iterator[dict]:
-    """Commit records, as the write operator produces them."""
+def iter_ray(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Optional[dict] = None) -> Iterator[dict]:
+    """Commit records, as the write operator produces them; ``stats`` gets what the driver
+    received and Ray Data's per-operator execution statistics."""
     init_ray(cfg)
-    for row in build_ray_dataset(items, cfg, emb_dim).iter_rows():
+    ds = build_ray_dataset(items, cfg, emb_dim)
+    received = 0
+    for row in ds.iter_rows():
+        received += len(row["record"])
         yield json.loads(row["record"])
+    if stats is not None:
+        stats["driver_bytes_received"] = received
+        stats["ray_data"] = ds.stats()
 
 
-def iter_local(items: list[dict], cfg: CurateConfig, emb_dim: int) -> Iterator[dict]:
+def iter_local(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Optional[dict] = None) -> Iterator[dict]:
     """The same plan in this process, one segment at a time (debugging, tiny runs, tests)."""
     ops = [(build_stages(stages, cfg, "cpu"), res) for _name, stages, res in stage_plan(cfg)]
     writer = Writer(cfg, emb_dim)

@@ -50,6 +50,8 @@ def cluster(tmp_path_factory):
 
     # the nodes' processes run this environment's Python (what `ray job submit` entrypoints use)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    # every node on loopback: Ray must not rewrite 127.0.0.1 to the host's network address
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     dash = _free_port()
     c = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 3, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",

@@ -79,6 +79,10 @@ def test_curate_bucket_to_bucket_and_read_it_back(s3, tmp_path):
     assert all(r["source_uri"].startswith("s3://bucket/in/") for r in ledger)
     # no credential in run.json, the logs or the rows
     run = json.loads(fs.open_input_stream("bucket/out/run.json").read())
+    # the driver received commit records only, never clip media
+    shard_bytes = sum(fs.get_file_info(k).size for k in keys if k.endswith(".parquet"))
+    received = run["execution"]["driver_bytes_received"]
+    assert 0 < received < 2048 * len(out.commit_records()) and received < shard_bytes / 20
     blob = json.dumps(run) + proc.stdout + proc.stderr + json.dumps(ledger, default=str)
     assert s3["AWS_SECRET_ACCESS_KEY"] not in blob and s3["AWS_ACCESS_KEY_ID"] not in blob
 
