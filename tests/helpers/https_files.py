@@ -4,13 +4,13 @@ user behind a corporate CA would), so the code under test runs its ordinary http
 from __future__ import annotations
 
 import ssl
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional
+
+from tests.helpers.local_server import LocalServer
 
 
-class HTTPSFiles:
+class HTTPSFiles(LocalServer):
     """Serves ``files`` (path -> bytes) at ``https://127.0.0.1:PORT/path``; ``redirects`` (path ->
     absolute URL) answer 302. ``requests`` lists the paths asked for."""
 
@@ -23,7 +23,6 @@ class HTTPSFiles:
         self._ca = trustme.CA()
         self._ca.cert_pem.write_to_path(str(ca_file))
         self.ca_file = ca_file
-        self._httpd: Optional[ThreadingHTTPServer] = None
 
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self._httpd.server_address[1]}/{path.lstrip('/')}"
@@ -56,14 +55,8 @@ class HTTPSFiles:
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ca.issue_cert("127.0.0.1").configure_cert(ctx)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True, name="https-files").start()
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        self._serve(httpd, "https-files")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None

@@ -10,6 +10,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional, Union
 
+from tests.helpers.local_server import LocalServer
+
 Reply = Union[str, Callable[[dict, int], str]]
 Status = Union[int, Callable[[int], int]]
 Headers = Union[dict, Callable[[int], dict]]
@@ -20,7 +22,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the benchmark opens 32 connections at once
 
 
-class StubChatServer:
+class StubChatServer(LocalServer):
     def __init__(self, reply: Reply = "{}", status: Status = 200, delay_s: float = 0.0, model: str = "stub-vlm",
                  headers: Headers = None, echo_auth: bool = False):
         """``status`` and ``headers`` may be functions of the request's 1-based index; with
@@ -34,8 +36,6 @@ class StubChatServer:
         self.max_in_flight = 0
         self.bodies: list[dict] = []
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
         self._url: Optional[str] = None
 
     @property
@@ -116,20 +116,7 @@ class StubChatServer:
         return Handler
 
     def start(self) -> "StubChatServer":
-        self._httpd = _Server(("127.0.0.1", 0), self._handler())
-        self._url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="stub-chat")
-        self._thread.start()
+        httpd = _Server(("127.0.0.1", 0), self._handler())
+        self._url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        self._serve(httpd, "stub-chat")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()

@@ -15,13 +15,7 @@ from tests.helpers.datashards import colour_clip, mixed_rows, write_shards
 CONFIGS = ROOT / "training" / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models: one intra-op thread is faster and does not spin against other work
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("extra", [[], ["fsdp_8gpu.yaml"]])

@@ -14,14 +14,7 @@ from model.wan_base import TINY_LABEL, build_tiny_wan, load_base
 AUDIO_DIM, TEXT_DIM, TEXT_LEN = 8, 32, 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models: one intra-op thread is faster (no fork/join per op) and does not spin
-    # against other work on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
