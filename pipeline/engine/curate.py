@@ -106,7 +106,7 @@ def redact_config(node):
     """The config as recorded in run.json: URIs without inline credentials, and no value of a
     field whose name says it is a secret (names of environment variables are kept)."""
     if isinstance(node, dict):
-        return {k: ("***" if isinstance(v, str) and v and any(w in k.lower() for w in _SECRET_WORDS)
+        return {k: ("**********" if isinstance(v, str) and v and any(w in k.lower() for w in _SECRET_WORDS)
                     and not k.lower().endswith("_env") else redact_config(v)) for k, v in node.items()}
     if isinstance(node, list):
         return [redact_config(v) for v in node]

@@ -168,14 +168,14 @@ def local_cpus(cfg: CurateConfig) -> int:
 
 
 def init_ray(cfg: CurateConfig) -> None:
+    if cfg.run.ray_address and cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+        # a cluster bound to loopback: Ray would otherwise rewrite 127.0.0.1 to this host's network
+        # address, where that cluster does not listen (read by Ray when it is first imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if not ray.is_initialized():
         if cfg.run.ray_address:
-            if cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
-                # a cluster bound to loopback: Ray would otherwise rewrite 127.0.0.1 to this
-                # host's network address, where that cluster does not listen
-                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             ray.init(address=cfg.run.ray_address, log_to_driver=False)
         else:
             # the embedded cluster listens on loopback only and starts no dashboard
