@@ -254,3 +254,21 @@ def test_batched_detection_equals_one_at_a_time(real_dir, weights_dir, backend):
         assert t.shape == a.shape
         np.testing.assert_allclose(t, a, atol=1e-3)
     assert det.info()["device"] == "cpu" if backend != "haar" else "device" not in det.info()
+
+
+def test_onnx_sessions_follow_the_stage_device(monkeypatch):
+    """A GPU worker's detector asks onnxruntime for CUDA on the GPU it was given; without the
+    CUDA provider (the CPU wheel) or on a CPU worker it stays on the CPU."""
+    import onnxruntime as ort
+
+    from pipeline.stages.visual import faces
+
+    seen = []
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, opts, providers: seen.append(providers))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    faces._ort_session(b"model", "cuda:1")
+    faces._ort_session(b"model", "cpu")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    faces._ort_session(b"model", "cuda")
+    assert seen == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                    ["CPUExecutionProvider"], ["CPUExecutionProvider"]]
