@@ -56,9 +56,12 @@ class FacesConfig(Strict):
     # jump the tracker could not follow.
     refine_iou: float = Field(0.5, ge=0, lt=1)
     refine: bool = True  # false: the sampled frames only, interpolated in between
-    # Frames per detector call (onnx detectors; Haar loops). On CPU one 640 px frame already
-    # fills the cores (batch 8 is no faster, benchmarks/bench_batching.py); on a GPU it is.
-    batch_size: int = Field(8, ge=1)
+    # Frames per detector call (onnx detectors; Haar loops) on a CPU worker: one 640 px frame
+    # already fills the cores and bigger batches only lose cache (YuNet at batch 8 runs at
+    # ~0.8x, at 32 at ~0.5x of batch 1: benchmarks/bench_batching.py).
+    batch_size: int = Field(1, ge=1)
+    # ... and on a GPU worker, where a batch is what fills the device.
+    gpu_batch_size: int = Field(16, ge=1)
     # Faces smaller than this (px at the analysis size) are too small to learn lip motion from.
     min_face_px: int = Field(24, ge=4)
     iou_threshold: float = Field(0.3, gt=0, lt=1)  # same face in consecutive detections
@@ -137,7 +140,7 @@ class ScrfdDetector(FaceDetector):
     strides = (8, 16, 32)
 
     def __init__(self, onnx_path: str, score: float = 0.5, input_size: int = 640, device: str = "cpu",
-                 batch_size: int = 8, nms: float = 0.4):
+                 batch_size: int = 1, nms: float = 0.4):
         self.path = _require_file(onnx_path, "scrfd_onnx")
         self.session = _ort_session(str(self.path), device)
         self.input_name = self.session.get_inputs()[0].name
@@ -236,7 +239,7 @@ class YunetDetector(FaceDetector):
     strides = (8, 16, 32)
 
     def __init__(self, onnx_path: str, score: float = 0.7, nms: float = 0.3, top_k: int = 50,
-                 device: str = "cpu", batch_size: int = 8):
+                 device: str = "cpu", batch_size: int = 1):
         self.path = _require_file(onnx_path, "yunet_onnx")
         self.session = _ort_session(_dynamic_input(self.path), device)
         self.input_name = self.session.get_inputs()[0].name
@@ -314,10 +317,11 @@ def make_detector(cfg: FacesConfig, device: str = "cpu") -> FaceDetector:
     backend = cfg.backend
     if backend == "auto":
         backend = "scrfd" if cfg.scrfd_onnx else "yunet" if cfg.yunet_onnx else "haar"
+    batch = cfg.gpu_batch_size if str(device).startswith("cuda") else cfg.batch_size
     if backend == "scrfd":
-        return ScrfdDetector(cfg.scrfd_onnx, cfg.scrfd_score, device=device, batch_size=cfg.batch_size)
+        return ScrfdDetector(cfg.scrfd_onnx, cfg.scrfd_score, device=device, batch_size=batch)
     if backend == "yunet":
-        return YunetDetector(cfg.yunet_onnx, cfg.yunet_score, device=device, batch_size=cfg.batch_size)
+        return YunetDetector(cfg.yunet_onnx, cfg.yunet_score, device=device, batch_size=batch)
     return HaarDetector(cfg.haar_min_neighbors, cfg.min_face_px)
 
 
@@ -377,13 +381,12 @@ def detect_sampled(det: FaceDetector, frames: np.ndarray, fps: float, cfg: Faces
     not agree (:func:`faces_agree` at ``cfg.refine_iou``), the frame halfway, recursively,
     until neighbours agree or are adjacent. Each round's new frames go to the detector as one
     batch. Returns {frame index: (N, 5)} in frame order, like :func:`detect_frames`."""
-    dets = detect_at(det, frames, sample_indices(len(frames), cfg.detect_step(fps)), cfg.min_face_px,
-                     cfg.batch_size)
+    dets = detect_at(det, frames, sample_indices(len(frames), cfg.detect_step(fps)), cfg.min_face_px)
     keys = sorted(dets)
     pending = list(zip(keys, keys[1:])) if cfg.refine else []
     while pending:
         pending = [(a, b) for a, b in pending if b - a > 1 and not faces_agree(dets[a], dets[b], cfg.refine_iou)]
         mids = [(a + b) // 2 for a, b in pending]
-        dets.update(detect_at(det, frames, mids, cfg.min_face_px, cfg.batch_size))
+        dets.update(detect_at(det, frames, mids, cfg.min_face_px))
         pending = [p for (a, b), m in zip(pending, mids) for p in ((a, m), (m, b))]
     return dict(sorted(dets.items()))
