@@ -37,8 +37,8 @@ class LatentsConfig(Strict):
     num_frames: int = Field(49, ge=1)
     buckets: list[list[int]] = [[256, 256], [224, 288], [288, 224], [192, 336], [336, 192]]
     # Clips of one bucket per VAE forward, among the rows of a Ray batch
-    # (resources.latents.batch_size). A 49-frame 256x256 window takes about 1 GB of
-    # activations in the Wan VAE's encoder at float32, so a GPU fits a handful.
+    # (resources.latents.batch_size). The encoder's activation memory grows linearly with it:
+    # lower it where the device runs out of memory.
     batch_size: int = Field(4, ge=1)
 
 

@@ -28,9 +28,9 @@ class MusicConfig(Strict):
     # Above this share of non-vocal energy the speech is too buried for lip-sync learning.
     max_music_ratio: float = Field(0.35, ge=0, le=1)
     frame_ms: int = Field(32, ge=8)
-    # Demucs segments (about 7.8 s of audio each for htdemucs; a 10 s clip is two) per forward,
-    # across the clips of a Ray batch (resources.music.batch_size). One segment already fills
-    # a CPU's cores, so batching mostly pays off on a GPU; memory grows linearly with it.
+    # Demucs segments (7.8 s of audio each for htdemucs; a 10 s clip is two) per forward,
+    # across the clips of a Ray batch (resources.music.batch_size). Activation memory grows
+    # linearly with it; on a GPU larger batches keep the device busy.
     demucs_batch_size: int = Field(4, ge=1)
 
 

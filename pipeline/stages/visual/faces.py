@@ -46,7 +46,7 @@ class FacesConfig(Strict):
     # face; where they may not (faces appear, leave or move fast between two samples) the
     # frames in between are detected too (refine_iou). On the real clips 5 fps gives the
     # per-frame shot sizes and lip-sync results (tests/pipeline/stages/visual/test_face_rate.py)
-    # at about a fifth of the detector time (benchmarks/bench_batching.py).
+    # for a fifth to a quarter of the detections (benchmarks/bench_batching.py).
     detect_fps: Optional[float] = Field(5.0, gt=0)
     # Detect every Nth frame when detect_fps is null (also what detect_frames callers pass).
     detect_every: int = Field(2, ge=1)
@@ -65,9 +65,10 @@ class FacesConfig(Strict):
     # Faces smaller than this (px at the analysis size) are too small to learn lip motion from.
     min_face_px: int = Field(24, ge=4)
     iou_threshold: float = Field(0.3, gt=0, lt=1)  # same face in consecutive detections
-    # A track survives this many missed detections (blinks of the detector, brief occlusion).
+    # A track survives this many missed detections (blinks of the detector, brief occlusion):
+    # 1.2 s at 5 fps, fewer seconds where refinement detected densely (faces were changing).
     max_gap: int = Field(6, ge=0)
-    # A track shorter than this many detections is a false positive, not a character.
+    # A track shorter than this many detections is a false positive, not a character (1 s at 5 fps).
     min_track_len: int = Field(5, ge=1)
     # A track counts as an on-screen character when present in this share of sampled frames.
     min_track_coverage: float = Field(0.3, gt=0, le=1)
