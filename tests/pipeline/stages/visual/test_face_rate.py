@@ -16,7 +16,7 @@ from tests.helpers.visual_clips import frames_25, make_row, pcm_for, real
 
 TALKING = ["closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4", "medium_talk_latentsync_demo2.mp4"]
 OTHERS = ["face_music_only_lp_d14.mp4", "cuts_nature_noperson_noaudio.mp4"]
-# |conf(sampled) - conf(per frame)| seen on the talking clips: <= 0.13 (YuNet), <= 0.10 (Haar)
+# |conf(sampled) - conf(per frame)| seen on the talking clips: <= 0.13 (YuNet and Haar)
 CONF_SPREAD = 0.2
 
 
@@ -51,7 +51,7 @@ def rows(real_dir):
     return out
 
 
-def _compare(faces: FacesConfig, rows: dict, names: list[str]):
+def _compare(faces: FacesConfig, rows: dict, names: list[str], max_share: float):
     picked = [rows[n] for n in names]
     every, n_every = _run(faces.model_copy(update={"detect_fps": None, "detect_every": 1}), picked)
     sampled, n_sampled = _run(faces.model_copy(update={"detect_fps": 5.0}), picked)
@@ -62,14 +62,15 @@ def _compare(faces: FacesConfig, rows: dict, names: list[str]):
         if a["st2v_block"] is None and a["sync_conf"] is not None:  # sync decided in favour: offset and shift kept
             assert (a["sync_offset"], a["sync_shift_frames"]) == (b["sync_offset"], b["sync_shift_frames"]), name
             assert abs(a["sync_conf"] - b["sync_conf"]) <= CONF_SPREAD, (name, a["sync_conf"], b["sync_conf"])
-    assert n_sampled <= 0.3 * n_every, (n_sampled, n_every)  # 5 of 25 frames, and what refinement adds
+    # 5 of 25 frames, and what refinement adds where the detector's answer changes
+    assert n_sampled <= max_share * n_every, (n_sampled, n_every)
     return every, sampled
 
 
 @pytest.mark.realdata
 def test_sampled_detection_gives_per_frame_results_yunet(rows, weights_dir):
     faces = FacesConfig(yunet_onnx=str(weights_dir / "face_detection_yunet_2023mar.onnx"))
-    every, _ = _compare(faces, rows, TALKING + OTHERS)
+    every, _ = _compare(faces, rows, TALKING + OTHERS, 0.25)
     # the comparison is about real outcomes: the talking clips pass lip-sync, the others do not
     assert [r["st2v_block"] is None for r in every] == [True, True, True, False, False]
     assert [r["shot_size"] for r in every][-1] == "no_face"
@@ -78,6 +79,7 @@ def test_sampled_detection_gives_per_frame_results_yunet(rows, weights_dir):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_sampled_detection_gives_per_frame_results_haar(rows):
-    # the embedded default; its per-frame run is slow (10-20 fps), so talking clips only
-    every, _ = _compare(FacesConfig(backend="haar"), rows, TALKING)
+    # the embedded default; its per-frame run is slow (10-20 fps), so talking clips only. The
+    # cascade misses a face in a frame now and then, and each miss is refined around.
+    every, _ = _compare(FacesConfig(backend="haar"), rows, TALKING, 0.4)
     assert all(r["st2v_block"] is None for r in every)
