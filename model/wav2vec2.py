@@ -4,24 +4,21 @@ The curation's embedding stage, the trainer's loader (st2v rows written without 
 and generation all call these functions, so identical audio gives identical features.
 
 Batched inference (:func:`embed_audio_batch`) gives the features of one-at-a-time inference.
-Clips differ in length, so a batch is zero-padded, and padding must not leak into the valid
-frames. Three places could let it:
+Clips differ in length, and wav2vec2-base (``feat_extract_norm="group"``) normalises its first
+conv layer's output per channel over the WHOLE time axis, so zero padding changes every frame
+of a padded item (why its feature extractor sets ``return_attention_mask=False`` and Hugging
+Face advises against batching it). So a batch is split where padding would matter:
 
-- the convolutional feature encoder has no padding of its own, so an output frame sees only
-  the input samples under its receptive field: valid frames are untouched by trailing zeros;
-- but wav2vec2-base (``feat_extract_norm="group"``) normalises the first conv layer's output
-  per channel over the WHOLE time axis (GroupNorm with one group per channel). Over a padded
-  input those statistics change, which is why its feature extractor sets
-  ``return_attention_mask=False`` and Hugging Face advises against batching it. Here that norm
-  takes its statistics over each item's own valid frames only (:func:`_masked_group_norm`),
-  which is the same arithmetic as running the item alone;
-- the transformer sees an attention mask (padded keys get zero weight), and the encoder zeroes
-  padded frames before its positional convolution, matching the convolution's own zero
-  padding at the end of an unpadded item.
+- the convolutional feature encoder runs on each item alone, at its own length: exactly the
+  computation of one-at-a-time inference (and on a CPU faster than a padded batch: the first
+  layer's long 512-channel convolution is memory-bound, and batching it only adds padding);
+- its outputs are zero-padded to the longest and the transformer runs on the batch with an
+  attention mask: padded keys get zero weight, and the encoder zeroes padded frames before its
+  positional convolution, matching that convolution's own zero padding past an unpadded end.
 
-So padded batching equals one-at-a-time up to float summation order (tested with tiny random
-models of both norm kinds). Items of equal length are batched without padding or mask at all;
-sorting by length before batching makes such groups common and keeps the padding small.
+The result equals one-at-a-time up to float summation order (tested with tiny random models of
+both norm layouts; a padded batch without these steps is shown to differ). Passes are sorted
+by length before batching, so padding stays small.
 """
 from __future__ import annotations
 
@@ -92,71 +89,54 @@ def _passes(pcm16k: np.ndarray, fps: float, num_frames: int, max_seconds_per_pas
     return out
 
 
-def _masked_norm_hook(lengths):
-    """A forward hook for the first conv layer's GroupNorm that recomputes it with each
-    item's statistics taken over its first ``lengths[b]`` frames only."""
-    import torch
+class _Precomputed:
+    """Stands in for the model's feature encoder during one forward, returning features
+    computed beforehand (item by item)."""
 
-    def hook(module, inputs, output):
-        x = inputs[0]
-        B, C, T = x.shape
-        G = module.num_groups
-        valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, T)
-        xg = x.reshape(B, G, C // G, T)
-        m = valid[:, None, None, :]
-        n = (lengths.to(x.dtype) * (C // G))[:, None, None, None]
-        mean = (xg * m).sum(dim=(2, 3), keepdim=True) / n
-        var = (((xg - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / n  # biased, as GroupNorm
-        y = ((xg - mean) / torch.sqrt(var + module.eps)).reshape(B, C, T)
-        if module.affine:
-            y = y * module.weight[None, :, None] + module.bias[None, :, None]
-        return y
+    def __init__(self, features):
+        self.features = features
 
-    return hook
+    def __call__(self, input_values):
+        return self.features
 
 
 @contextlib.contextmanager
-def _masked_group_norm(model, sample_lengths):
-    """While active, the model's time-axis GroupNorm (wav2vec2-base style feature encoders)
-    ignores padding. A no-op for ``feat_extract_norm="layer"`` models (per-frame LayerNorm)."""
-    import torch
-
-    if model.config.feat_extract_norm != "group":
-        yield
-        return
-    layer0 = model.feature_extractor.conv_layers[0]
-    k, s = model.config.conv_kernel[0], model.config.conv_stride[0]
-    lengths = torch.div(sample_lengths - k, s, rounding_mode="floor") + 1
-    handle = layer0.layer_norm.register_forward_hook(_masked_norm_hook(lengths))
+def _features_given(model, features):
+    """While active, ``model(...)`` starts from ``features`` instead of running its encoder."""
+    encoder = model.feature_extractor
+    object.__setattr__(model, "feature_extractor", _Precomputed(features))  # shadows the submodule
     try:
         yield
     finally:
-        handle.remove()
+        object.__delattr__(model, "feature_extractor")
+        assert model.feature_extractor is encoder
 
 
 def hidden_states_batch(model, inputs: Sequence[np.ndarray], layer: int = -1) -> list[np.ndarray]:
-    """Hidden states (N_i, D) float32 of one forward pass over ``inputs`` (already normalised
-    by the feature extractor), zero-padded to the longest, each cropped to its own frames."""
+    """Hidden states (N_i, D) float32 of ``inputs`` (already normalised by the feature
+    extractor): the conv encoder item by item, the transformer on the batch, masked."""
     import torch
 
     device = next(model.parameters()).device
     lens = [len(x) for x in inputs]
-    T = max(lens)
-    batch = np.zeros((len(inputs), T), np.float32)
-    for i, x in enumerate(inputs):
-        batch[i, :len(x)] = x
-    values = torch.from_numpy(batch).to(device)
-    lengths = torch.tensor(lens, device=device)
-    n_out = model._get_feat_extract_output_lengths(lengths, add_adapter=False).tolist()
     with torch.inference_mode():
-        if min(lens) == T:  # equal lengths: no padding, the plain forward
-            out = model(values, output_hidden_states=True)
-        else:
-            mask = (torch.arange(T, device=device)[None, :] < lengths[:, None]).long()
-            with _masked_group_norm(model, lengths):
-                out = model(values, attention_mask=mask, output_hidden_states=True)
+        if len(inputs) == 1:  # the plain forward
+            out = model(torch.from_numpy(np.ascontiguousarray(inputs[0]))[None].to(device), output_hidden_states=True)
+            return [out.hidden_states[layer][0].float().cpu().numpy()]
+        feats = [model.feature_extractor(torch.from_numpy(np.ascontiguousarray(x))[None].to(device)) for x in inputs]
+        n_out = [f.shape[-1] for f in feats]
+        L = max(n_out)
+        padded = torch.cat([torch.nn.functional.pad(f, (0, L - f.shape[-1])) for f in feats])
+        # the model derives the frame mask from a sample mask via its conv output lengths
+        values = torch.zeros(len(inputs), max(lens), device=device)
+        mask = None
+        if min(n_out) < L:
+            lengths = torch.tensor(lens, device=device)
+            mask = (torch.arange(max(lens), device=device)[None, :] < lengths[:, None]).long()
+        with _features_given(model, padded):
+            out = model(values, attention_mask=mask, output_hidden_states=True)
         hidden = out.hidden_states[layer].float().cpu().numpy()
-    return [hidden[i, :int(n)] for i, n in enumerate(n_out)]
+    return [hidden[i, :n] for i, n in enumerate(n_out)]
 
 
 def embed_audio_batch(model, feature_extractor, clips: Sequence[tuple[np.ndarray, float, int]],
