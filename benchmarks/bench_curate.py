@@ -60,7 +60,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from pipeline.engine.config import load_config
 from pipeline.engine.runners import iter_local
 cfg = load_config(None, [], inputs=[{str(f)!r}], output="unused")
-for row in iter_local([{{"source_uri": {str(f)!r}}}], cfg):
+for rec in iter_local([{{"source_uri": {str(f)!r}}}], cfg, 768):
     pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
@@ -96,7 +96,7 @@ def main() -> None:
     same = True
     for f in files:
         t = time.perf_counter()
-        scenes, _ = detect_scenes(str(f), ScenesConfig())
+        scenes = detect_scenes(str(f), ScenesConfig()).scenes
         ours += time.perf_counter() - t
         with tempfile.TemporaryDirectory() as d:
             cuts, dt = cli_cuts(f, Path(d))

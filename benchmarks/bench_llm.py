@@ -1,6 +1,8 @@
-"""Throughput of the OpenAI-compatible LLM backend against a local stub server with a fixed
-200 ms latency, at concurrency 1, 8 and 32 (requests per second and share of the ideal
-concurrency / latency). Run: .venv/bin/python benchmarks/bench_llm.py [--latency 0.2] [--rounds 4]
+"""Throughput of the OpenAI-compatible LLM backend (httpx) against a local stub server with a
+fixed 200 ms latency, at concurrency 1, 8 and 32 (requests per second and share of the ideal
+concurrency / latency); then the same load against a server that rate-limits a quarter of requests
+with 429 + ``Retry-After`` at random (every clip still answered; the wall time the waits add).
+Run: .venv/bin/python benchmarks/bench_llm.py [--latency 0.2] [--rounds 4] [--retry-after 0.5]
 
 Each request carries the real payload of the character filter (prompt, JSON Schema and
 keyframes as JPEG data URLs), so the figure includes client-side encoding and HTTP overhead.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -33,6 +36,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="requests per run = rounds x concurrency (min 8)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--keyframes", type=int, default=4)
+    ap.add_argument("--retry-after", type=float, default=0.5, help="seconds the rate-limited answers ask to wait")
     args = ap.parse_args()
     os.environ.pop("OPENAI_API_KEY", None)
 
@@ -68,6 +72,25 @@ def main() -> None:
             print(f"{c:>11} {n:>8} {dt:>8.2f} {rps:>8.1f} {ideal:>8.1f} {rps / ideal:>8.0%}"
                   + (f"  ({bad} failed)" if bad else ""))
         print(f"max requests in flight at the server: {srv.max_in_flight}")
+
+    c = max(args.concurrency)
+    n = max(8, args.rounds * c)
+    print(f"\nrate-limited server: a random quarter of requests answered 429, Retry-After {args.retry_after:g} s "
+          f"(concurrency {c}, {n} clips, retries 5)")
+    coin = random.Random(0)
+    with StubChatServer(reply=VERDICT, delay_s=args.latency, status=lambda i: 429 if coin.random() < 0.25 else 200,
+                        headers={"Retry-After": f"{args.retry_after:g}"}) as srv:
+        cfg = LLMConfig(backend="openai", endpoint=srv.url, model="stub-vlm", concurrency=c, retries=5,
+                        timeout_s=30.0, backoff_s=0.05)
+        be = OpenAICompatBackend(cfg, CharacterFilterConfig(), CaptionConfig())
+        be.setup()
+        t0 = time.perf_counter()
+        results = be.ask(queries(n))
+        dt = time.perf_counter() - t0
+        be.close()
+        ok = sum(not isinstance(r, Exception) for r in results)
+        print(f"answered {ok}/{n}, requests sent {srv.requests} ({srv.requests - n} retries), {dt:.2f} s "
+              f"(without limits ~{n / c * args.latency:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,26 @@
-"""Training-step figures of the DiT on this CPU, and a computed memory budget for the 1B config.
+"""Training-step figures of MoCha on a tiny random Wan base (CPU), and computed per-GPU memory of
+Wan 2.1 1.3B and 14B under each training mode on 8 GPUs.
 
-    .venv/bin/python benchmarks/bench_train.py [--quick]
+    .venv/bin/python benchmarks/bench_train.py [--quick] [--threads N]
 
 Prints:
-- step time (forward + backward + AdamW) and video tokens/s of the tiny and the ~100M config;
-- the speech-video window attention's overhead against plain audio cross-attention (same
-  model, same inputs, window on vs off, interleaved runs);
-- parameter count of the 1B config and its estimated per-GPU memory under FSDP FULL_SHARD on
-  8 GPUs (bf16 mixed precision, fp32 master weights + AdamW + EMA, activation checkpointing).
+- step time (forward + backward + AdamW) and video tokens/s of the tiny configuration
+  (``training/configs/smoke.yaml``'s model: tiny Wan saved and loaded in diffusers format) in
+  each training mode, and the speech-video window's cost against plain speech attention;
+- parameter counts of Wan 1.3B / 14B (from their published configs, built on the meta device:
+  nothing is downloaded) with MoCha's speech layers and LoRA rank 32;
+- per-GPU memory under FSDP FULL_SHARD on 8 GPUs (bf16-mixed, activation checkpointing per
+  block) for train_mode audio / lora / full, and for audio / lora under DDP with a bf16 frozen
+  base, by the formula printed with the figures.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,30 +28,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.dit import DiT, dit_config  # noqa: E402
-from model.flow import interpolate  # noqa: E402
+from model.finetune import LORA_TARGETS, LoraSettings, configure_training  # noqa: E402
+from model.flow import interpolate, timestep_of  # noqa: E402
+from model.mocha_wan import MochaConfig, MochaWan, is_added  # noqa: E402
+from model.wan_base import build_tiny_wan, load_base  # noqa: E402
+
+GiB = 1024 ** 3
+# published transformer configs (Wan-AI/Wan2.1-T2V-{1.3B,14B}-Diffusers transformer/config.json)
+WAN = {
+    "1.3B": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
+    "14B": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+}
 
 
-def make_inputs(cfg, B, T, H, W, text_len=64, seed=0):
+# ----- CPU step time of the tiny configuration ------------------------------------------------
+def tiny_inputs(B=2, L=5, side=16, text_len=128, text_dim=32, audio_dim=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    r = cfg.vae_temporal_compression
-    x1 = torch.randn(B, cfg.in_channels, T, H, W, generator=g)
-    x0 = torch.randn(B, cfg.in_channels, T, H, W, generator=g)
-    t = torch.rand(B, generator=g)
-    text = torch.randn(B, text_len, cfg.text_dim, generator=g)
-    audio = torch.randn(B, 1 + r * (T - 1), cfg.audio_dim, generator=g)
-    return x1, x0, t, text, audio
+    x1 = torch.randn(B, 4, L, side, side, generator=g)
+    x0 = torch.randn(B, 4, L, side, side, generator=g)
+    s = torch.rand(B, generator=g)
+    text = torch.randn(B, text_len, text_dim, generator=g)
+    audio = torch.randn(B, 1 + 4 * (L - 1), audio_dim, generator=g)
+    return x1, x0, s, text, audio
 
 
 def step_times(model, inputs, steps, warmup=1):
-    x1, x0, t, text, audio = inputs
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x1, x0, s, text, audio = inputs
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        xt, v = interpolate(x1, x0, t)
-        loss = (model(xt, t, text, audio) - v).pow(2).mean()
+        xs, v = interpolate(x1, x0, s)
+        loss = (model(xs, timestep_of(s), text, audio) - v).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -54,20 +69,25 @@ def step_times(model, inputs, steps, warmup=1):
     return times
 
 
-def bench_config(name, preset, overrides, shape, steps):
-    cfg = dit_config(preset, **overrides)
-    torch.manual_seed(0)
-    model = DiT(cfg)
-    B, T, H, W = shape
-    inputs = make_inputs(cfg, B, T, H, W)
-    gt, gh, gw = model.grid(inputs[0].shape)
-    tokens = B * gt * gh * gw
-    ts = step_times(model, inputs, steps)
-    med = statistics.median(ts)
-    print(f"{name:>6}: {model.num_params() / 1e6:8.2f} M params | latents B={B} T'={T} {H}x{W} -> "
-          f"{tokens} video tokens/step | step {med * 1000:9.1f} ms (median of {steps}) | "
-          f"{tokens / med:9.0f} tokens/s")
-    return model, inputs
+def bench_tiny(steps: int):
+    d = tempfile.mkdtemp(prefix="bench_wan_")
+    path = build_tiny_wan(Path(d) / "wan")
+    inputs = tiny_inputs()
+    models = {}
+    for mode in ("audio", "lora", "full"):
+        base, _, _ = load_base(path)
+        torch.manual_seed(0)
+        m = MochaWan(base, MochaConfig(audio_dim=8))
+        configure_training(m, mode, LoraSettings(rank=4, alpha=4))
+        tokens = inputs[0].shape[0] * m.video_tokens(inputs[0].shape)
+        ts = step_times(m, inputs, steps)
+        med = statistics.median(ts)
+        trained = sum(p.numel() for p in m.parameters() if p.requires_grad)
+        print(f"  tiny {mode:>5}: {m.num_params() / 1e3:7.1f} k params ({trained / 1e3:6.1f} k trained) | "
+              f"B=2 x 5x16x16 latents -> {tokens} video tokens/step | step {med * 1000:7.1f} ms "
+              f"(median of {steps}) | {tokens / med:8.0f} tokens/s")
+        models[mode] = m
+    return models["full"], inputs
 
 
 def window_overhead(model, inputs, reps):
@@ -82,87 +102,98 @@ def window_overhead(model, inputs, reps):
     return statistics.median(on), statistics.median(off)
 
 
-def attention_only_overhead(width=768, heads=12, L=13, tokens_per_frame=256, reps=20):
-    """The audio cross-attention alone (where the mask acts), forward+backward."""
-    from model.dit import Attention
-    from model.window_attention import window_mask
+# ----- parameter counts and memory of the real sizes ------------------------------------------
+def counts(size: str, lora_rank: int = 32, audio_dim: int = 768) -> dict:
+    """Parameter counts of MoCha on Wan ``size`` (meta device: shapes only)."""
+    from diffusers import WanTransformer3DModel
 
-    torch.manual_seed(0)
-    att = Attention(width, heads)
-    n_audio = 1 + 4 * (L - 1)
-    x = torch.randn(1, L * tokens_per_frame, width, requires_grad=True)
-    a = torch.randn(1, n_audio, width)
-    mask = window_mask(L, tokens_per_frame, 4)[None, None]
-    res = {}
-    for name, m in (("window", mask), ("plain", None)):
-        ts = []
-        for i in range(reps + 2):
-            t0 = time.perf_counter()
-            att(x, a, m).sum().backward()
-            if i >= 2:
-                ts.append(time.perf_counter() - t0)
-        res[name] = statistics.median(ts)
-    return res, L * tokens_per_frame, n_audio
-
-
-def fsdp_memory(gpus=8, B=2, frames=49, side=256, text_len=512):
-    """Per-GPU memory of the 1B config under FSDP FULL_SHARD, in GiB (estimate, see notes)."""
-    cfg = dit_config("1b", in_channels=16, text_dim=4096, audio_dim=768)
     with torch.device("meta"):
-        model = DiT(cfg)
-    P = sum(p.numel() for p in model.parameters())
-    block = sum(p.numel() for p in model.blocks[0].parameters())
-    GiB = 1024 ** 3
-    # sharded state: fp32 master weights 4 B, fp32 grads 4 B, AdamW m+v 8 B, EMA fp32 4 B
-    sharded = P * (4 + 4 + 8 + 4) / gpus
-    # unsharded bf16 copies in flight: the gathered unit being computed + one prefetched
-    gathered = 2 * block * 2 * 2  # (params + grads during backward) x 2 units x 2 B
+        base = WanTransformer3DModel(**WAN[size])
+        m = MochaWan(base, MochaConfig(audio_dim=audio_dim))
+    P = sum(p.numel() for p in m.parameters())
+    added = sum(p.numel() for n, p in m.named_parameters() if is_added(n))
+    pat = re.compile(LORA_TARGETS)
+    lora = sum(lora_rank * (mod.in_features + mod.out_features) for n, mod in m.named_modules()
+               if isinstance(mod, torch.nn.Linear) and pat.fullmatch(n))
+    blk = sum(p.numel() for p in m.blocks[0].parameters())
+    cfg = WAN[size]
+    return {"P_base": P - added, "P_added": added, "P_lora": lora, "P_block": blk,
+            "D": cfg["num_attention_heads"] * cfg["attention_head_dim"], "F": cfg["ffn_dim"],
+            "layers": cfg["num_layers"]}
+
+
+def memory(c: dict, mode: str, strategy: str, gpus: int, B: int, frames: int, h: int, w: int,
+           text_len: int = 512) -> dict:
+    """Per-GPU bytes (see FORMULA)."""
+    P_all = c["P_base"] + c["P_added"] + (c["P_lora"] if mode == "lora" else 0)
+    P_tr = {"audio": c["P_added"], "lora": c["P_added"] + c["P_lora"], "full": P_all}[mode]
+    if strategy == "fsdp":
+        # fp32 sharded weights of every unit; gradients exist for the whole flat parameter of a
+        # unit that holds any trained tensor (frozen parts included); AdamW m, v for trained only
+        state = (4 * P_all + 4 * P_all + 8 * P_tr) / gpus
+        gathered = 2 * (2 + 2) * c["P_block"]  # 2 units (current + prefetched): bf16 params + bf16 grads
+    else:  # DDP: frozen base replicated in bf16, trained fp32 + grads + AdamW + EMA replicated
+        state = 2 * (P_all - P_tr) + (4 + 4 + 8 + 4) * P_tr
+        gathered = 0
     L = 1 + (frames - 1) // 4
-    N = L * (side // 8 // 2) ** 2  # Wan VAE 8x spatial, patch 2
-    w = cfg.width
-    # activation checkpointing: block inputs kept (bf16) for every block, plus one block's
-    # full activations during recompute (~ 34 * N * w bytes for attention+MLP in bf16, with
-    # flash/SDPA attention that does not materialise N x N scores)
-    act = B * (N * w * 2 * cfg.depth + 34 * N * w + 2 * text_len * w * 2)
-    frozen_t5 = 5.7e9 * 2  # umT5-XXL encoder in bf16, replicated (unless prompts are pre-encoded)
-    frozen_vae = 127e6 * 2  # Wan 2.1 VAE in bf16 (unused when latents are precomputed)
-    return {
-        "params": P, "params_per_block": block, "video_tokens_per_sample": N,
-        "sharded_state_gib": sharded / GiB, "gathered_units_gib": gathered / GiB,
-        "activations_gib": act / GiB, "frozen_t5_gib": frozen_t5 / GiB, "frozen_vae_gib": frozen_vae / GiB,
-        "total_dit_only_gib": (sharded + gathered + act) / GiB,
-        "total_with_frozen_gib": (sharded + gathered + act + frozen_t5 + frozen_vae) / GiB,
-        "unsharded_state_gib": P * 20 / GiB,
-    }
+    N = L * (h // 16) * (w // 16)  # Wan VAE 8x spatial, patch 2
+    D, F, nl = c["D"], c["F"], c["layers"]
+    # activation checkpointing: each block's bf16 input kept, one block's activations live
+    # during its recompute (attention without N x N scores: flash / memory-efficient SDPA)
+    act = B * (nl * N * D * 2 + N * (48 * D + 4 * F) + text_len * D * 2 * 2)
+    frozen = 5.7e9 * 2 + 127e6 * 2  # umT5-XXL encoder + Wan VAE in bf16, replicated
+    return {"N": N, "state": state, "gathered": gathered, "act": act, "frozen": frozen,
+            "total": state + gathered + act + frozen, "trained": P_tr}
+
+
+FORMULA = """\
+  per GPU = state + gathered + activations + frozen encoders, P_all = base + speech layers (+ LoRA),
+  P_tr = trained parameters, G = 8 GPUs, bf16-mixed:
+    FSDP FULL_SHARD: state = (4 P_all [fp32 weights] + 4 P_all [fp32 grads of every unit holding a trained
+                     tensor] + 8 P_tr [AdamW m, v]) / G;  gathered = 2 units x (2 B + 2 B) x P_block (bf16
+                     params + grads of the current and the prefetched block); no EMA under FSDP
+    DDP:             state = 2 P_frozen [bf16 base] + 20 P_tr [fp32 weights, grads, AdamW m+v, EMA]
+    activations    = B (layers x N x D x 2 B [checkpointed block inputs] + N (48 D + 4 F) B [one block
+                     recomputed] + 2 x 512 x D x 2 B [text states]), N = video tokens
+    frozen         = umT5-XXL encoder (5.7 B) + Wan VAE (127 M) in bf16 (0 with pre-encoded prompts/latents)"""
+
+
+def print_memory():
+    print("== Wan 2.1 + MoCha speech layers: parameters (meta device) ==")
+    cs = {}
+    for size in WAN:
+        c = cs[size] = counts(size)
+        print(f"  Wan {size:>4}: base {c['P_base'] / 1e9:6.3f} B, speech layers {c['P_added'] / 1e6:7.1f} M "
+              f"({100 * c['P_added'] / c['P_base']:.1f} %), LoRA r=32 {c['P_lora'] / 1e6:6.1f} M, "
+              f"{c['P_block'] / 1e6:6.1f} M per block (D={c['D']}, F={c['F']}, {c['layers']} blocks)")
+    print("== per-GPU memory, 8 GPUs, bf16-mixed, activation checkpointing (computed) ==")
+    print(FORMULA)
+    shapes = [("49 f 256x256 (stage yamls), B=2", 2, 49, 256, 256), ("81 f 480x832 (Wan's native), B=1", 1, 81, 480, 832)]
+    for label, B, f, h, w in shapes:
+        print(f"  -- {label} --")
+        for size, c in cs.items():
+            for mode, strat in (("audio", "ddp"), ("lora", "ddp"), ("audio", "fsdp"), ("lora", "fsdp"), ("full", "fsdp")):
+                m = memory(c, mode, strat, 8, B, f, h, w)
+                print(f"  Wan {size:>4} {mode:>5} {strat:>4}: {m['N']:6d} tokens/sample | state {m['state'] / GiB:6.2f} "
+                      f"+ gathered {m['gathered'] / GiB:5.2f} + act {m['act'] / GiB:6.2f} + umT5/VAE {m['frozen'] / GiB:5.2f} "
+                      f"= {m['total'] / GiB:6.2f} GiB  (trained {m['trained'] / 1e6:8.1f} M)")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1: fastest for the tiny model, and steady on a shared box)")
     args = ap.parse_args()
     reps = 3 if args.quick else 8
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("== training step (fp32, CPU) ==")
-    tiny, tiny_in = bench_config("tiny", "tiny", dict(in_channels=4, text_dim=32, audio_dim=8),
-                                 (2, 5, 16, 16), steps=reps * 3)
-    big, big_in = bench_config("100m", "100m", dict(in_channels=16, text_dim=4096, audio_dim=768),
-                               (1, 5, 16, 16), steps=reps)
-    print("== speech-video window attention vs plain audio cross-attention ==")
-    for name, m, inp in (("tiny", tiny, tiny_in), ("100m", big, big_in)):
-        on, off = window_overhead(m, inp, reps)
-        print(f"{name:>6} full step: window {on * 1000:.1f} ms, plain {off * 1000:.1f} ms, ratio {on / off:.3f}")
-    res, n, na = attention_only_overhead(reps=reps * 3)
-    print(f"audio cross-attn alone (w=768, {n} video x {na} audio tokens, fwd+bwd): window "
-          f"{res['window'] * 1000:.2f} ms, plain {res['plain'] * 1000:.2f} ms, ratio {res['window'] / res['plain']:.3f}")
-    print("== 1B config under FSDP FULL_SHARD, 8 GPUs (computed) ==")
-    m = fsdp_memory()
-    print(f"params {m['params'] / 1e9:.3f} B ({m['params_per_block'] / 1e6:.1f} M per block), "
-          f"{m['video_tokens_per_sample']} video tokens per 49-frame 256x256 sample")
-    print(f"per GPU: sharded fp32 weights+grads+AdamW+EMA {m['sharded_state_gib']:.2f} GiB, gathered bf16 units "
-          f"{m['gathered_units_gib']:.2f} GiB, activations (B=2, checkpointed) {m['activations_gib']:.2f} GiB "
-          f"-> DiT {m['total_dit_only_gib']:.2f} GiB; + replicated umT5-XXL/VAE {m['frozen_t5_gib'] + m['frozen_vae_gib']:.2f} GiB "
-          f"-> {m['total_with_frozen_gib']:.2f} GiB (unsharded state would be {m['unsharded_state_gib']:.1f} GiB)")
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
+    print("== training step of the tiny configuration (fp32, CPU) ==")
+    model, inputs = bench_tiny(steps=reps * 3)
+    on, off = window_overhead(model, inputs, reps)
+    print(f"  speech-video window vs plain speech attention (tiny, full step): {on * 1000:.1f} ms vs "
+          f"{off * 1000:.1f} ms, ratio {on / off:.3f}")
+    print_memory()
 
 
 if __name__ == "__main__":

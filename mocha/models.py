@@ -13,10 +13,10 @@ def register(sub) -> None:
     msub.required = True
     ls = msub.add_parser("list", help="show the registry, licences and what is in the cache")
     ls.set_defaults(func=_list)
-    f = msub.add_parser("fetch", help="download models into the cache and record their checksums")
+    f = msub.add_parser("fetch", help="download pinned models into the cache, verifying every file before use")
     f.add_argument("names", nargs="+", metavar="NAME")
     f.set_defaults(func=_fetch)
-    v = msub.add_parser("verify", help="check cached files against their recorded sha256")
+    v = msub.add_parser("verify", help="re-check cached files against their recorded and pinned sha256")
     v.add_argument("names", nargs="*", metavar="NAME", help="default: every fetched model")
     v.set_defaults(func=_verify)
 
@@ -25,16 +25,26 @@ def _list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from common.weights import REGISTRY, is_fetched, models_dir
+    from common.weights import REGISTRY, is_fetched, models_dir, pin_problems
 
     t = Table(title=f"models (cache: {models_dir(args.models_dir)})")
-    for col in ("name", "kind", "source", "licence", "used by", "status"):
+    for col in ("name", "kind", "source", "pin", "licence", "used by", "status"):
         t.add_column(col)
     for e in REGISTRY.values():
         status = "in package" if e.kind == "package" else ("fetched" if is_fetched(e, args.models_dir) else "missing")
-        t.add_row(e.name, e.kind, e.source, e.licence, e.used_by, status)
+        t.add_row(e.name, e.kind, e.source, _pin(e, pin_problems(e)), e.licence, e.used_by, status)
     Console().print(t)
     return 0
+
+
+def _pin(entry, problems) -> str:
+    if problems:
+        return "UNPINNED"
+    if entry.kind == "hf":
+        return f"commit {entry.revision[:12]}"
+    if entry.kind == "url":
+        return f"sha256 of {len(entry.files)} file{'s' if len(entry.files) > 1 else ''}"
+    return "-"
 
 
 def _fetch(args) -> int:
@@ -48,8 +58,8 @@ def _fetch(args) -> int:
             continue
         try:
             dest = fetch(name, args.models_dir)
-            print(f"{name}: fetched into {dest} (licence: {REGISTRY[name].licence})")
-        except Exception as e:  # network errors, checksum mismatch
+            print(f"{name}: fetched and verified into {dest} (licence: {REGISTRY[name].licence})")
+        except Exception as e:  # network errors, an unpinned entry, a checksum mismatch (nothing is kept)
             print(f"error: {name}: fetch failed: {e}", file=sys.stderr)
             rc = 1
     return rc

@@ -2,6 +2,7 @@
 
 ``mocha train`` hands everything after it to LightningCLI, so the usual forms work:
 ``mocha train fit --config training/configs/stage1.yaml --model.init_from runs/stage0/last.ckpt``,
+``mocha train fit --config training/configs/smoke.yaml --data.shards OUT --model.base runs/tiny/wan``,
 ``mocha train fit --config ... --print_config``, ``mocha train --help``.
 """
 from __future__ import annotations
@@ -51,9 +52,9 @@ def run_lightning_cli(args: list[str]):
                     cb.dirpath = trainer.default_root_dir
             dcfg = getattr(dm, "cfg", None)
             if dcfg is not None:
-                checks = [("audio_emb_dim", model.dit_cfg.audio_dim, "model.dit.audio_dim"),
-                          ("vae_temporal_compression", model.dit_cfg.vae_temporal_compression,
-                           "model.dit.vae_temporal_compression")]
+                checks = [("audio_emb_dim", model.mocha_cfg.audio_dim, "model.mocha.audio_dim"),
+                          ("vae_temporal_compression", model.mocha_cfg.vae_temporal_compression,
+                           "model.mocha.vae_temporal_compression")]
                 for field, want, name in checks:
                     got = getattr(dcfg, field, want)
                     if got != want:
@@ -73,10 +74,11 @@ def _train(ns) -> int:
     sys.argv = ["mocha train"]  # LightningCLI reads its args from `rest` only
     from common.weights import ModelMissing
     from training.data.config import DataConfigError
+    from training.module import BaseMismatch
 
     try:
         run_lightning_cli(rest)
-    except (ModelMissing, DataConfigError) as e:
+    except (ModelMissing, DataConfigError, BaseMismatch) as e:
         # an expected set-up problem (weights not fetched, bad data config): one clear line
         print(f"mocha train: {e}", file=sys.stderr)
         return 1
@@ -93,11 +95,11 @@ def _generate(ns) -> int:
         return 2
     text = ns.prompt if ns.prompt is not None else open(ns.prompt_file, encoding="utf-8").read()
     try:
-        module = load_module(ns.ckpt, ns.device, ns.vae, ns.text_encoder)
+        module = load_module(ns.ckpt, ns.device, ns.vae, ns.text_encoder, ns.base)
         prompt = prompt_from_input(text, module.text_model().tokenizer)
         speech = [read_speech(p) for p in ns.speech]
         cfg = GenerateConfig(height=ns.height, width=ns.width, fps=ns.fps, steps=ns.steps,
-                             text_scale=ns.text_scale, audio_scale=ns.audio_scale, shift=ns.shift,
+                             text_scale=ns.text_scale, audio_scale=ns.audio_scale, shift=ns.shift, scheduler=ns.scheduler,
                              seed=ns.seed, use_ema=not ns.no_ema, audio_model=ns.audio_model,
                              models_dir=ns.models_dir)
         res = generate(module, prompt, speech, cfg)
@@ -128,7 +130,7 @@ def _eval(ns) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", add_help=False, prefix_chars="\0",
-        help="train the DiT (LightningCLI: `mocha train fit --config training/configs/stage0.yaml`)",
+        help="fine-tune MoCha on the Wan base (LightningCLI: `mocha train fit --config training/configs/stage0.yaml`)",
         description="All arguments go to LightningCLI; see `mocha train --help`.")
     p.add_argument("lightning_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_train)
@@ -143,12 +145,16 @@ def register(subparsers) -> None:
     g.add_argument("--steps", type=int, default=30)
     g.add_argument("--text-scale", type=float, default=5.0, help="text guidance scale")
     g.add_argument("--audio-scale", type=float, default=3.5, help="speech guidance scale")
-    g.add_argument("--shift", type=float, default=3.0, help="sampling time shift (1 = uniform steps)")
+    g.add_argument("--shift", type=float, default=3.0, help="Wan's sampling time shift (1 = uniform steps)")
+    g.add_argument("--scheduler", choices=["unipc", "euler"], default="unipc",
+                   help="diffusers flow-matching sampler: unipc (Wan's own) or euler")
     g.add_argument("--height", type=int, default=256)
     g.add_argument("--width", type=int, default=256)
     g.add_argument("--fps", type=float, default=VIDEO_FPS)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-ema", action="store_true", help="sample with the raw instead of the EMA weights")
+    g.add_argument("--base", help="the base transformer, if not where the checkpoint says (same weights: "
+                   "its sha256 is checked)")
     g.add_argument("--vae", help="override the checkpoint's VAE (path or registry name)")
     g.add_argument("--text-encoder", help="override the checkpoint's text encoder")
     g.add_argument("--audio-model", help="override the speech feature model (Wav2Vec2)")

@@ -1,1 +1,2 @@
-"""Networks only: DiT, speech-video window attention, audio projector, flow matching, SyncNet, VAE/text-encoder wrappers."""
+"""Networks only: MoCha on the Wan 2.1 transformer (speech cross-attention, window mask, training
+modes), audio projector, flow matching, SyncNet, VAE / text-encoder wrappers."""

@@ -1,9 +1,9 @@
 """Speech features -> model width.
 
 MoCha feeds Wav2Vec2 hidden states (one vector per video frame) through a single-layer MLP into
-the DiT's audio cross-attention. Text-only (t2v) samples carry all-zero features; the projection
-has no bias so that zero features stay exactly zero tokens and a t2v sample gets no speech
-signal at all, whatever the weights have learnt.
+the speech cross-attention of every Wan block. Text-only (t2v) samples carry all-zero features;
+the projection has no bias so that zero features stay exactly zero tokens and a t2v sample
+gets no speech signal at all, whatever the weights have learnt.
 """
 from __future__ import annotations
 

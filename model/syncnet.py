@@ -16,6 +16,8 @@ from typing import Union
 import torch
 from torch import nn
 
+from common.weights import load_state_dict
+
 
 def _conv2(cin, cout, k=(3, 3), s=(1, 1), p=(1, 1)):
     return [nn.Conv2d(cin, cout, kernel_size=k, stride=s, padding=p), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -82,8 +84,11 @@ def _strip_prefix(state: dict) -> dict:
 def load_syncnet(path_or_state: Union[str, Path, dict], device: str = "cpu") -> SyncNet:
     """Build SyncNet and load a state dict in the published layout (file path or dict).
 
-    Missing or mis-shaped parameters raise a ``ValueError`` naming them, so a wrong checkpoint
-    fails loudly instead of scoring with random weights.
+    A file loads without running pickled code (:func:`common.weights.load_state_dict`: the
+    published ``syncnet_v2.model`` is a plain state dict in torch's pre-1.6 format, or a
+    ``.safetensors`` conversion of it); a file that holds other objects raises
+    :class:`common.weights.UnsafeWeights`. Missing or mis-shaped parameters raise a ``ValueError``
+    naming them, so a wrong checkpoint fails loudly instead of scoring with random weights.
     """
     if isinstance(path_or_state, dict):
         state = path_or_state
@@ -91,11 +96,11 @@ def load_syncnet(path_or_state: Union[str, Path, dict], device: str = "cpu") -> 
         p = Path(path_or_state)
         if not p.is_file():
             raise FileNotFoundError(f"SyncNet checkpoint not found at {p} (set visual.sync.syncnet_checkpoint)")
-        state = torch.load(str(p), map_location=device, weights_only=False)
-        if isinstance(state, nn.Module):
-            state = state.state_dict()
+        state = load_state_dict(p, map_location=device)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"not a SyncNet v2 state dict: a {type(state).__name__}")
     state = _strip_prefix(state)
     net = SyncNet()
     own = net.state_dict()

@@ -32,6 +32,18 @@ def weights_dir() -> Path:
     return WEIGHTS_DIR
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models, whose every op takes microseconds: one intra-op thread is faster than two
+    (no fork/join per op) and does not spin against other work on a 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def run_mocha(*args: str, timeout: float = 1200, check: bool = True, env: dict | None = None):
     """Run the `mocha` command in a subprocess (Ray never leaks into the pytest process)."""
     import subprocess

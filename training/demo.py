@@ -1,13 +1,14 @@
 """Training part of ``mocha demo``: a few steps of a TINY RANDOM model on the demo shards, a
 checkpoint, and one generated mp4, all offline.
 
-Everything here is a smoke test of the plumbing (shards -> DataModule -> DiT -> checkpoint ->
-sampler -> VAE -> mp4 with speech); the VAE, text encoder and Wav2Vec2 are untrained random
-models built in-process and labelled as such in the returned ``backends``. The video it
-generates is noise-like by construction.
+Everything here is a smoke test of the plumbing (shards -> DataModule -> MoCha on a Wan base ->
+checkpoint -> sampler -> VAE -> mp4 with speech); the Wan transformer, VAE, text encoder and
+Wav2Vec2 are untrained random models written in their libraries' own formats and loaded through
+the same ``from_pretrained`` paths as real weights, and labelled as such in the returned
+``backends``. The video it generates is noise-like by construction.
 
-``python -m training.demo tiny-models DIR`` writes the tiny frozen models for
-``training/configs/smoke.yaml``.
+``python -m training.demo tiny-models DIR`` writes the tiny models for
+``training/configs/smoke.yaml`` (``DIR/wan``: the base transformer in diffusers format).
 """
 from __future__ import annotations
 
@@ -42,12 +43,15 @@ def build_tiny_wav2vec2(path: str | Path, dim: int = 8, seed: int = 0) -> str:
 
 
 def build_tiny_models(root: str | Path, audio_dim: int = 8) -> dict:
-    """Tiny random VAE (4x4x4 compression, 4 channels), T5 (d=32) and Wav2Vec2 under ``root``."""
+    """Tiny random Wan transformer (4 latent channels, text width 32), VAE (4x4x4 compression,
+    4 channels), T5 (d=32) and Wav2Vec2 under ``root``."""
     from model.text_encoder import build_tiny_text_encoder
     from model.vae import build_tiny_vae
+    from model.wan_base import build_tiny_wan
 
     root = Path(root)
     return {
+        "wan": build_tiny_wan(root / "wan", in_channels=4, text_dim=32),
         "vae": build_tiny_vae(root / "vae"),
         "t5": build_tiny_text_encoder(root / "t5"),
         "w2v": build_tiny_wav2vec2(root / "w2v", audio_dim),
@@ -76,9 +80,10 @@ def demo_train_config(shards_dir: str, models: dict, audio_dim: int, has_emb: bo
                       steps: int) -> dict:
     """The parsed equivalent of training/configs/smoke.yaml, pointed at the demo's files."""
     return {
-        "model": dict(dit_preset="tiny", dit={"in_channels": 4, "text_dim": 32, "audio_dim": audio_dim},
+        "model": dict(base=models["wan"], mocha={"audio_dim": audio_dim, "vae_temporal_compression": 4},
+                      train_mode="lora", lora={"rank": 4, "alpha": 4},
                       vae=models["vae"], text_encoder=models["t5"], audio_model=models["w2v"],
-                      text_max_length=256, lr=1e-3, warmup_steps=2, ema_decay=0.99),
+                      text_max_length=128, lr=1e-3, warmup_steps=2, ema_decay=0.99),
         "data": dict(
             roots=[shards_dir], fps=VIDEO_FPS, num_frames=17, vae_temporal_compression=4, resolution=32,
             spatial_multiple=8, buckets=[[32, 32]], batch_size=2, num_workers=0,
@@ -142,7 +147,8 @@ def run_training_demo(shards_dir: str, out_dir: str, steps: int = 4, gen_steps: 
         "generated_mp4": str(mp4),
         "generated_frames": int(len(res.frames)),
         "speech_seconds": round(len(speech) / AUDIO_RATE, 3),
-        "backends": {**res.info["backends"], "wav2vec2": TINY_W2V_LABEL, "dit": "tiny (demo, 4 steps)"},
+        "backends": {**res.info["backends"], "wav2vec2": TINY_W2V_LABEL,
+                     "dit": f"{res.info['backends']['dit']} + MoCha speech layers ({steps} steps)"},
         "audio_emb_in_shards": stored,
     }
     (out / "training_demo.json").write_text(json.dumps(summary, indent=2))

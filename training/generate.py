@@ -1,8 +1,13 @@
 """Text + speech -> talking-character video (``mocha generate``).
 
 Pipeline: speech (16 kHz mono, one track per clip) -> Wav2Vec2 features per video frame ->
-Euler ODE sampling of the DiT from noise with separate text and audio guidance ->
+the base's flow-matching sampler from diffusers (UniPC on flow sigmas with Wan's time shift, or
+flow-matching Euler) over the MoCha model, with separate text and audio guidance ->
 VAE decode per clip -> mp4 with the speech muxed in.
+
+A checkpoint holds what was trained and the base's identity: ``load_module`` resolves the base
+again (the recorded source, or ``base=`` to point at another copy of the same weights), checks
+its sha256 and loads the trained tensors (``torch.load(weights_only=True)``).
 
 Guidance (two conditions, nested as in InstructPix2Pix-style multi-condition CFG):
 ``v = v(0,0) + s_text * (v(T,0) - v(0,0)) + s_audio * (v(T,A) - v(T,0))``, where ``0`` is the
@@ -31,7 +36,7 @@ import numpy as np
 import torch
 
 from common.media import AUDIO_RATE, VIDEO_FPS
-from model.flow import euler_sample
+from model.flow import sample
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,8 @@ class GenerateConfig:
     steps: int = 30
     text_scale: float = 5.0
     audio_scale: float = 3.5
-    shift: float = 3.0  # more steps at high noise, as for Wan-style flow models
+    shift: float = 3.0  # Wan's time shift (3 at 480p and below, 5 at 720p): more steps at high noise
+    scheduler: str = "unipc"  # Wan's own (UniPC on flow sigmas); "euler": flow-matching Euler
     seed: int = 0
     use_ema: bool = True
     audio_model: Optional[str] = None  # default: the checkpoint's hparams.audio_model
@@ -80,23 +86,27 @@ def prompt_from_input(text: str, tokenizer=None) -> str:
 
 
 def load_module(ckpt_path: str, device: str = "cpu", vae: Optional[str] = None,
-                text_encoder: Optional[str] = None):
-    """A trained MochaLitModule from a checkpoint; frozen models may be re-pointed to another
-    local copy of the same weights (checkpoints store names/paths, not the weights)."""
-    from training.module import MochaLitModule
+                text_encoder: Optional[str] = None, base: Optional[str] = None):
+    """A trained MochaLitModule from a checkpoint: the base is resolved again (``base`` may
+    re-point it to another local copy of the same weights: the sha256 must match) and the
+    trained tensors are loaded on top; frozen models may be re-pointed likewise."""
+    from training.module import CKPT_KEY, MochaLitModule
 
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = dict(ck.get("hyper_parameters", {}))
-    if vae:
-        hp["vae"] = vae
-    if text_encoder:
-        hp["text_encoder"] = text_encoder
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if CKPT_KEY not in ck:
+        raise ValueError(f"{ckpt_path} is not a MoCha checkpoint (no base identity recorded)")
+    import inspect
+
+    args = inspect.signature(MochaLitModule.__init__).parameters
+    # LightningCLI adds its own keys (``_instantiator``, ``_class_path``) beside the init args
+    hp = {k: v for k, v in ck.get("hyper_parameters", {}).items() if k in args}
+    for k, v in (("vae", vae), ("text_encoder", text_encoder), ("base", base)):
+        if v:
+            hp[k] = v
     hp["init_from"] = None
     module = MochaLitModule(**hp)
-    missing, unexpected = module.load_state_dict(ck["state_dict"], strict=False)
-    bad = [k for k in missing if k.startswith(("dit.", "ema_dit."))]
-    if bad:
-        raise ValueError(f"checkpoint {ckpt_path} lacks DiT weights: {bad[:5]} ...")
+    module.on_load_checkpoint(ck)
+    module.load_state_dict(ck["state_dict"])
     return module.to(device).eval()
 
 
@@ -144,11 +154,13 @@ def generate(module, prompt: str, speech: Sequence[np.ndarray], cfg: GenerateCon
     if n_clips > 1 and n_clips != len(speech):
         raise ValueError(f"the prompt describes {n_clips} clips but {len(speech)} speech tracks were given "
                          "(one speech track per clip)")
-    dit = module.sampling_model() if cfg.use_ema else module.dit
-    dcfg = module.dit_cfg
+    net = module.net
+    r = module.mocha_cfg.vae_temporal_compression
     vae = module.vae_model()
-    r, s = vae.temporal_compression, vae.spatial_compression
-    ph, pw = dcfg.patch_size[1:]
+    s = vae.spatial_compression
+    ph, pw = net.patch_size[1:]
+    if vae.temporal_compression != r:
+        raise ValueError(f"VAE temporal compression {vae.temporal_compression} != the model's {r}")
     if cfg.height % (s * ph) or cfg.width % (s * pw):
         raise ValueError(f"height/width must be multiples of {s * ph} (VAE {s}x, patch {ph})")
     durations = [len(x) / AUDIO_RATE for x in speech]
@@ -160,31 +172,30 @@ def generate(module, prompt: str, speech: Sequence[np.ndarray], cfg: GenerateCon
     for pcm, L in zip(speech, lat_frames):
         n = 1 + r * (L - 1)
         f = features(pcm, cfg.fps, n)
-        if f.shape[1] != dcfg.audio_dim:
-            raise ValueError(f"speech features have dim {f.shape[1]}, the DiT expects {dcfg.audio_dim}")
+        if f.shape[1] != module.mocha_cfg.audio_dim:
+            raise ValueError(f"speech features have dim {f.shape[1]}, the model expects {module.mocha_cfg.audio_dim}")
         feats.append(torch.from_numpy(f))
         aud_segments.append(n)
     audio = torch.cat(feats)[None].to(module.device)
-    text, tmask = module.encode_text([prompt])
-    e_text, e_mask = module.encode_text([""])
-    Lt = max(text.shape[1], e_text.shape[1])
-    pad = lambda x: torch.cat([x, x.new_zeros((x.shape[0], Lt - x.shape[1], *x.shape[2:]))], 1)
-    texts = torch.cat([pad(e_text), pad(text), pad(text)])
-    tmasks = torch.cat([pad(e_mask), pad(tmask), pad(tmask)])
+    text = module.encode_text([prompt])
+    e_text = module.encode_text([""])
+    # three branches in one batch: (no text, no speech), (text, no speech), (text, speech)
+    texts = torch.cat([e_text, text, text])
     audios = torch.cat([torch.zeros_like(audio), torch.zeros_like(audio), audio])
     has_audio = torch.tensor([False, False, True], device=module.device)
     T = sum(lat_frames)
-    shape = (1, dcfg.in_channels, T, cfg.height // s, cfg.width // s)
+    shape = (1, net.in_channels, T, cfg.height // s, cfg.width // s)
     g = torch.Generator().manual_seed(cfg.seed)
     x0 = torch.randn(shape, generator=g).to(module.device)
 
     def velocity(x, t):
-        v = dit(x.expand(3, -1, -1, -1, -1), t.expand(3), texts, audios, text_mask=tmasks,
-                has_audio=has_audio, segments=lat_frames, audio_segments=aud_segments)
+        v = net(x.expand(3, -1, -1, -1, -1), t.expand(3), texts, audios, has_audio=has_audio,
+                segments=lat_frames, audio_segments=aud_segments)
         v0, vt, vta = v[0:1], v[1:2], v[2:3]
         return v0 + cfg.text_scale * (vt - v0) + cfg.audio_scale * (vta - vt)
 
-    latents = euler_sample(velocity, x0, cfg.steps, cfg.shift)
+    with module.sampling_weights(cfg.use_ema):
+        latents = sample(velocity, x0, cfg.steps, cfg.shift, cfg.scheduler)
     frames, t0 = [], 0
     for L, n_out in zip(lat_frames, out_frames):
         video = vae.decode(latents[:, :, t0:t0 + L])[0]  # [3, T, H, W]
@@ -192,8 +203,9 @@ def generate(module, prompt: str, speech: Sequence[np.ndarray], cfg: GenerateCon
         clip = ((video.permute(1, 2, 3, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         frames.append(clip[:n_out])
     info = {"prompt": prompt, "clips": len(speech), "steps": cfg.steps, "text_scale": cfg.text_scale,
-            "audio_scale": cfg.audio_scale, "seed": cfg.seed, "shift": cfg.shift, "fps": cfg.fps,
-            "ema": bool(cfg.use_ema and module.ema_dit is not None),
+            "audio_scale": cfg.audio_scale, "seed": cfg.seed, "shift": cfg.shift, "scheduler": cfg.scheduler,
+            "fps": cfg.fps, "ema": bool(cfg.use_ema and module.ema is not None),
+            "base": {k: module.base_identity.get(k) for k in ("source", "revision", "sha256")},
             "backends": {**module.backends(), "speech_features": getattr(features, "model_name", type(features).__name__)}}
     return GenerationResult(np.concatenate(frames), cfg.fps, np.concatenate(speech), out_frames, info)
 

@@ -8,7 +8,6 @@ rows shown in the gallery.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,7 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.rows import TRACKS, SchemaError, check_schema, clip_schema, ledger_schema, read_table
+from common.fs import redact
+from common.output import LEDGER, RUN_JSON, TRACKS, Output
+from schemas.rows import SchemaError, check_schema, clip_schema, ledger_schema, read_table
 
 # Columns of clip rows the audit reads in full; the binary ones are reduced to flags.
 _HEAVY = ("video", "audio", "audio_emb", "latents")
@@ -35,31 +36,30 @@ class SchemaProblem:
 
 @dataclass
 class AuditData:
-    output_dir: Path
+    output_dir: str  # a local path or a URI
     clips: pa.Table  # st2v + t2v rows without heavy columns, plus has_audio/has_emb/_shard/_row
     ledger: pa.Table
     run: dict = field(default_factory=dict)
     run_problem: Optional[str] = None
     schema_problems: list[SchemaProblem] = field(default_factory=list)
     shard_files: dict[str, list[str]] = field(default_factory=dict)  # dir name -> relative paths
-
-
-def _parquet_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.glob("*.parquet") if p.is_file()) if d.is_dir() else []
+    # files present but named in no commit record (a killed run's leftovers): not part of the data
+    uncommitted_files: list[str] = field(default_factory=list)
+    output: Optional[Output] = None
 
 
 def _light_clip_columns() -> list[str]:
     return [n for n in clip_schema().names if n not in _HEAVY]
 
 
-def _null_flags(path: Path, column: str) -> pa.Array:
+def _null_flags(path, column: str, fs=None) -> pa.Array:
     """Boolean array: row has a non-null ``column``.
 
     A row group whose statistics count no nulls in the column's leaf is all valid without
     decoding it (null and empty lists both count as leaf nulls there, so a zero is proof);
     only other row groups are decoded, in batches to bound memory. This keeps an audit of
     shards full of per-frame embeddings from decoding gigabytes of float16 it does not need."""
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(fs.open_input_file(str(path)) if fs is not None else path)
     leaf = next(i for i in range(pf.metadata.num_columns)
                 if pf.metadata.schema.column(i).path.split(".")[0] == column)
     parts = []
@@ -74,12 +74,13 @@ def _null_flags(path: Path, column: str) -> pa.Array:
     return pa.concat_arrays(parts) if parts else pa.array([], pa.bool_())
 
 
-def _read_clip_shard(path: Path, rel: str) -> pa.Table:
-    light = [c for c in _light_clip_columns() if c in pq.read_schema(path).names]
-    t = read_table(str(path), "clip", columns=light)
+def _read_clip_shard(out: Output, rel: str) -> pa.Table:
+    path = out.path(rel)
+    light = [c for c in _light_clip_columns() if c in pq.read_schema(path, filesystem=out.fs).names]
+    t = read_table(path, "clip", columns=light, filesystem=out.fs)
     # read_table has checked the schema; the flags only need the validity of two columns.
-    t = t.append_column("has_audio", _null_flags(path, "audio"))
-    t = t.append_column("has_emb", _null_flags(path, "audio_emb"))
+    t = t.append_column("has_audio", _null_flags(path, "audio", out.fs))
+    t = t.append_column("has_emb", _null_flags(path, "audio_emb", out.fs))
     t = t.append_column("_shard", pa.array([rel] * t.num_rows, pa.string()))
     return t.append_column("_row", pa.array(range(t.num_rows), pa.int64()))
 
@@ -134,66 +135,72 @@ def _concat(tables: list[pa.Table], empty: pa.Table) -> pa.Table:
 
 
 def load_output(output_dir: str | Path) -> AuditData:
-    """Read run.json, every clip shard and every ledger shard under ``output_dir``."""
-    out = Path(output_dir)
+    """Read run.json and the dataset's clip and ledger shards (those named in the commit log)
+    of an output folder or URI. Every file present is schema-checked; uncommitted ones are
+    listed, not read."""
+    out = Output.open(str(output_dir))
     if not out.is_dir():
-        raise FileNotFoundError(f"{out}: not a directory (expected the OUTPUT dir of `mocha curate`)")
+        raise FileNotFoundError(f"{redact(str(output_dir))}: not a directory (expected the OUTPUT of `mocha curate`)")
+    records = out.commit_records()
     problems: list[SchemaProblem] = []
     files: dict[str, list[str]] = {}
-    clips: list[pa.Table] = []
-    for track in TRACKS:
-        for p in _parquet_files(out / track):
-            rel = str(p.relative_to(out))
-            files.setdefault(track, []).append(rel)
+    tables: dict[str, list[pa.Table]] = {"clip": [], "ledger": []}
+    uncommitted: list[str] = []
+    for part in TRACKS + (LEDGER,):
+        kind = "ledger" if part == LEDGER else "clip"
+        data_files = set(out.dataset_files(part, records))
+        for rel in sorted(data_files | set(out.present_files(part))):
             try:
-                clips.append(_drop_contract_nulls(_read_clip_shard(p, rel), clip_schema(), rel, problems))
+                if rel not in data_files:
+                    uncommitted.append(rel)
+                    check_schema(pq.read_schema(out.path(rel), filesystem=out.fs), kind, where=rel)
+                    continue
+                files.setdefault(part, []).append(rel)
+                if kind == "clip":
+                    t = _read_clip_shard(out, rel)
+                else:
+                    t = read_table(out.path(rel), "ledger", filesystem=out.fs)
+                schema = clip_schema() if kind == "clip" else ledger_schema()
+                tables[kind].append(_drop_contract_nulls(t, schema, rel, problems))
             except SchemaError as e:
                 problems.append(SchemaProblem(rel, str(e)))
-            except (OSError, pa.ArrowException) as e:  # schema fine, data pages broken
+            except (OSError, pa.ArrowException) as e:  # schema fine, data pages broken (or gone)
                 problems.append(SchemaProblem(rel, f"unreadable shard: {e}"))
-    ledgers: list[pa.Table] = []
-    for p in _parquet_files(out / "ledger"):
-        rel = str(p.relative_to(out))
-        files.setdefault("ledger", []).append(rel)
-        try:
-            ledgers.append(_drop_contract_nulls(read_table(str(p), "ledger"), ledger_schema(), rel, problems))
-        except SchemaError as e:
-            problems.append(SchemaProblem(rel, str(e)))
-        except (OSError, pa.ArrowException) as e:
-            problems.append(SchemaProblem(rel, f"unreadable shard: {e}"))
     run, run_problem = {}, None
-    run_path = out / "run.json"
-    if not run_path.is_file():
+    if not out.exists(RUN_JSON):
         run_problem = "run.json is missing"
     else:
         try:
-            run = json.loads(run_path.read_text())
+            run = out.read_json(RUN_JSON)
             if not isinstance(run, dict):
                 run, run_problem = {}, "run.json does not hold a JSON object"
         except (OSError, ValueError) as e:
             run_problem = f"run.json is not valid JSON ({e})"
     empty_ledger = pa.schema([f.with_nullable(True) for f in ledger_schema()]).empty_table()
     return AuditData(
-        output_dir=out,
-        clips=_concat(clips, _empty_clips()),
-        ledger=_concat(ledgers, empty_ledger),
+        output_dir=str(output_dir),
+        clips=_concat(tables["clip"], _empty_clips()),
+        ledger=_concat(tables["ledger"], empty_ledger),
         run=run,
         run_problem=run_problem,
         schema_problems=problems,
         shard_files=files,
+        uncommitted_files=uncommitted,
+        output=out,
     )
 
 
-def read_videos(output_dir: Path, picks: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+def read_videos(output_dir: str | Path, picks: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
     """Video bytes of the given (shard, row) pairs, reading each shard's video column once."""
+    out = Output.open(str(output_dir))
     by_shard: dict[str, list[int]] = {}
     for shard, row in picks:
         by_shard.setdefault(shard, []).append(row)
     got = {}
     for shard, rows in by_shard.items():
-        path = Path(output_dir) / shard
-        check_schema(pq.read_schema(path), "clip", where=shard)
-        pf = pq.ParquetFile(path)
+        path = out.path(shard)
+        check_schema(pq.read_schema(path, filesystem=out.fs), "clip", where=shard)
+        pf = pq.ParquetFile(out.fs.open_input_file(path))
         # Walk row groups so only those holding a picked row are decompressed.
         want = sorted(set(rows))
         start = 0

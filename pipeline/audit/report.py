@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from common.fs import ensure_dir, filesystem, is_uri, join, write_bytes
 from pipeline.audit import plots
 from pipeline.audit.checks import CHECKS, Finding, caption_validator, flatten_backends, parse_backends, run_checks
 from pipeline.audit.load import AuditData, load_output, read_videos
@@ -493,9 +494,12 @@ def write_report(output_dir: str | Path, out_dir: Optional[str | Path] = None, f
     hist_png = plots.histograms(series, SCORE_UNITS)
     gallery = _gallery(data, samples_per_shot)
     summary["gallery"] = {sh: [it["clip_id"] for it in items] for sh, items in gallery.items()}
-    out = Path(out_dir) if out_dir else Path(output_dir) / "audit"
-    out.mkdir(parents=True, exist_ok=True)
-    html_path, json_path = out / "report.html", out / "summary.json"
-    html_path.write_text(render_html(summary, funnel_png, hist_png, gallery), encoding="utf-8")
-    json_path.write_text(json.dumps(summary, indent=1, sort_keys=False, default=str), encoding="utf-8")
-    return AuditResult(summary=summary, html_path=html_path, json_path=json_path, failed=summary["failed"])
+    # beside the data by default, on whatever filesystem the output lives (a bucket included)
+    dest = str(out_dir) if out_dir else join(str(output_dir), "audit")
+    fs, root = filesystem(dest)
+    ensure_dir(fs, root)
+    write_bytes(fs, join(root, "report.html"), render_html(summary, funnel_png, hist_png, gallery).encode("utf-8"))
+    write_bytes(fs, join(root, "summary.json"), json.dumps(summary, indent=1, sort_keys=False, default=str).encode("utf-8"))
+    html, js = join(dest, "report.html"), join(dest, "summary.json")
+    return AuditResult(summary=summary, html_path=Path(html) if not is_uri(dest) else html,
+                       json_path=Path(js) if not is_uri(dest) else js, failed=summary["failed"])

@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 
+from common.fs import redact, write_bytes
+from common.output import RUN_JSON, Output
 from pipeline.engine.config import CurateConfig
 from pipeline.engine.preflight import CurateError, audio_emb_dim, model_checks
+from pipeline.engine.progress import CurateProgress
 from pipeline.engine.runners import RUNNERS
 from pipeline.engine.summary import print_summary, summarize
-from pipeline.engine.writer import ShardWriter
-from pipeline.finalize.grouping import group_clips
+from pipeline.engine.writer import CommitLog
 from pipeline.source.ingest import expand_inputs
-from pipeline.stages.language.caption import load_tokenizer
+from pipeline.stages.language.config import mask_secret_args
 from schemas.rows import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,11 @@ def versions() -> dict:
 
 def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
     if not cfg.inputs:
         raise CurateError("no inputs: pass files, directories, globs or URIs (or set `inputs:` in the config)")
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Output.open(cfg.output)
     started = time.time()
 
     missing = model_checks(cfg)
@@ -55,61 +53,61 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
     items = expand_inputs(cfg.inputs, cfg.ingest)
-    writer = ShardWriter(out, audio_emb_dim(cfg), cfg.run.max_shard_bytes, cfg.run.max_shard_rows,
-                         on_source=_source_hook(cfg))
-    if cfg.run.resume:
-        todo = [i for i in items if i["source_uri"] not in writer.done]
-    else:
-        if writer.done:
-            raise CurateError(f"{out} already holds committed shards; use another --output or enable run.resume")
-        todo = items
-    skipped = len(items) - len(todo)
+    log_ = CommitLog(out)
+    progress = log_.progress()
+    if progress and not cfg.run.resume:
+        raise CurateError(f"{redact(cfg.output)} already holds committed shards; use another --output or enable run.resume")
+    orphans = log_.remove_orphans()
+    if orphans:
+        console.print(f"removed {len(orphans)} uncommitted shard file(s) left by an earlier run")
+    todo, skipped = [], 0
+    for item in items:
+        sp = progress.get(redact(item["source_uri"]))
+        if sp is not None and sp.complete:
+            skipped += 1
+        else:
+            todo.append({**item, "done_segments": sorted(sp.segments_done)} if sp else item)
     if skipped:
-        console.print(f"resume: {skipped} of {len(items)} inputs already committed in {out}, skipping them")
+        console.print(f"resume: {skipped} of {len(items)} inputs already committed in {redact(cfg.output)}, skipping them")
 
-    rows_iter = RUNNERS[runner](todo, cfg) if todo else iter(())
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[clips]} clips"),
-                  TimeElapsedColumn(), console=console, disable=not cfg.run.progress, transient=False) as prog:
-        task = prog.add_task("sources", total=len(todo), clips=0)
-        nclips = 0
-        for row in rows_iter:
-            done = writer.add(row)
-            if row.get("clip_id") is not None:
-                nclips += 1
-            if done is not None:
-                prog.update(task, advance=1, clips=nclips)
-        writer.close()
+    stats: dict = {}
+    records = RUNNERS[runner](todo, cfg, audio_emb_dim(cfg), stats) if todo else iter(())
+    with CurateProgress(console, len(todo), progress, enabled=cfg.run.progress) as prog:
+        for rec in records:
+            if log_.commit(rec):
+                prog.committed(rec)
 
     summary = summarize(out)
     run = {
         "schema_version": SCHEMA_VERSION,
-        "config": json.loads(cfg.model_dump_json()),
+        "config": redact_config(json.loads(cfg.model_dump_json())),
         "versions": versions(),
         "runner": runner,
-        "command": sys.argv,
+        "command": [redact(a) for a in mask_secret_args(sys.argv)],
         "started_at": started,
         "finished_at": time.time(),
         "wall_s": round(time.time() - started, 3),
         "inputs_this_run": len(todo),
         "inputs_skipped_resume": skipped,
+        "orphans_removed": len(orphans),
+        "execution": stats,
         "warnings": warnings,
         "counts": summary,
     }
-    tmp = out / "run.json.tmp"
-    tmp.write_text(json.dumps(run, indent=1))
-    os.replace(tmp, out / "run.json")
+    write_bytes(out.fs, out.path(RUN_JSON), json.dumps(run, indent=1).encode())
     print_summary(summary, warnings, console)
     return run
 
 
-def _source_hook(cfg: CurateConfig):
-    """Called by the writer with all rows of one finished source: multi-clip grouping of
-    consecutive shots with the same characters (only kept clips are grouped)."""
-    tokenizer = load_tokenizer(cfg.caption.tokenizer, cfg.run.models_dir) if cfg.caption.tokenizer else None
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 
-    def hook(rows: list[dict]) -> list[dict]:
-        kept = [r for r in rows if r.get("status") in ("st2v", "t2v")]
-        group_clips(kept, cfg.caption.max_group_clips, tokenizer=tokenizer, cfg=cfg.caption)
-        return rows
 
-    return hook
+def redact_config(node):
+    """The config as recorded in run.json: URIs without inline credentials, and no value of a
+    field whose name says it is a secret (names of environment variables are kept)."""
+    if isinstance(node, dict):
+        return {k: ("***" if isinstance(v, str) and v and any(w in k.lower() for w in _SECRET_WORDS)
+                    and not k.lower().endswith("_env") else redact_config(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact_config(v) for v in node]
+    return redact(node) if isinstance(node, str) else node

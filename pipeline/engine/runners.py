@@ -1,25 +1,37 @@
 """Runners of the curation plan: Ray Data (embedded or a cluster) and in-process (debugging).
 
-Rows travel between Ray operators as one pickled blob per clip (column ``row``): clip rows hold
-ragged arrays (audio, embeddings) and stage-specific columns, and a single binary column keeps
-Ray's block schemas uniform whatever a stage adds. Model stages run in actor pools (set up once
-per actor on the device Ray assigned it); with ``actors: 0`` they run as tasks, their stages
-built once per worker process and kept in :data:`_WORKER_STAGES`.
+The unit that flows is a *segment* of a source (``pipeline.source.split``): planned per source,
+cut per segment, then through each stage operator and the write operator, which writes the
+segment's shards straight to the output filesystem and hands the driver a small commit record.
+The driver never sees clip media. Items travel between operators as one pickled blob (column
+``seg``): segments hold ragged arrays and stage-specific columns, and a single binary column
+keeps Ray's block schemas uniform. Model stages run in actor pools, set up once per actor on the
+device Ray assigned; with ``actors: 0`` they run as tasks whose stages are built once per worker
+process and kept in :data:`_WORKER_CACHE`.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from common.output import Output
 from pipeline.engine.config import CurateConfig, StageResources
 from pipeline.engine.plan import apply_stages, build_stages, stage_plan
 from pipeline.engine.stage import Stage
-from pipeline.finalize.route import finalize
-from pipeline.source.split import split_source
+from pipeline.engine.writer import write_shards
+from pipeline.finalize.finish import finish_rows
+from pipeline.source.split import Segment, cut_segment, plan_source
+from pipeline.stages.language.caption import load_tokenizer
+
+# Ray Data releases a task's output a block at a time; a segment with its audio or clips is a few
+# MB, so a small block target lets each one flow on as soon as it is ready instead of waiting
+# for the whole source.
+TARGET_BLOCK_BYTES = 4 * 1024**2
 
 
 def worker_device(res: StageResources) -> str:
@@ -33,12 +45,19 @@ def worker_device(res: StageResources) -> str:
     return "cpu"
 
 
-def _dumps(row: dict) -> bytes:
-    return pickle.dumps(row, protocol=5)
+def _dump(seg: Segment) -> bytes:
+    return pickle.dumps(seg, protocol=5)
+
+
+def run_segment_stages(stages: list[Stage], seg: Segment, batch_size: int) -> Segment:
+    """The segment's rows through ``stages`` in batches of ``batch_size`` clips."""
+    rows = seg.rows or []
+    seg.rows = [r for i in range(0, len(rows), batch_size) for r in apply_stages(stages, rows[i:i + batch_size])]
+    return seg
 
 
 class StageActor:
-    """Ray callable class: builds and sets up its stages once per worker, then maps batches."""
+    """Ray callable class: builds and sets up its stages once per worker, then maps segments."""
 
     def __init__(self, stages: list[type[Stage]], cfg: CurateConfig, res: StageResources):
         import torch
@@ -46,104 +65,153 @@ class StageActor:
         # this worker process is Ray's to size: as many torch threads as CPUs reserved for it
         torch.set_num_threads(max(1, math.floor(res.num_cpus)))
         self.stages = build_stages(stages, cfg, worker_device(res))
+        self.batch_size = res.batch_size
 
     def __call__(self, batch: dict) -> dict:
-        rows = apply_stages(self.stages, [pickle.loads(b) for b in batch["row"]])
-        return {"row": np.array([_dumps(r) for r in rows], dtype=object)}
+        segs = [run_segment_stages(self.stages, pickle.loads(b), self.batch_size) for b in batch["seg"]]
+        return {"seg": np.array([_dump(s) for s in segs], dtype=object)}
 
 
-# Stages of task-mode operators, per worker process: a task's closure is unpickled afresh for
-# every block, but this module is imported once per worker, so its models load once.
-_WORKER_STAGES: dict[str, StageActor] = {}
+class Writer:
+    """Finishes segments and writes their shards; one tokenizer per worker for prompt budgets."""
+
+    def __init__(self, cfg: CurateConfig, emb_dim: int):
+        self.cfg = cfg
+        self.dim = emb_dim
+        self.out = Output.open(cfg.output)
+        self.tokenizer = load_tokenizer(cfg.caption.tokenizer, cfg.run.models_dir) if cfg.caption.tokenizer else None
+
+    def write(self, segs: list[Segment]) -> dict:
+        rows: list[dict] = []
+        for seg in segs:
+            rows += finish_rows(seg.rows or [], self.cfg, self.tokenizer)
+        return write_shards(self.out, rows, [s.record() for s in segs], self.dim,
+                            self.cfg.run.max_shard_bytes, self.cfg.run.max_shard_rows)
+
+
+# Per worker process: objects of task-mode operators (a task's closure is unpickled afresh for
+# every block, but this module is imported once per worker, so models load once).
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _cached(key: str, make):
+    obj = _WORKER_CACHE.get(key)
+    if obj is None:
+        obj = _WORKER_CACHE[key] = make()
+    return obj
 
 
 def _task_fn(name: str, stages: list[type[Stage]], cfg: CurateConfig, res: StageResources):
-    key = f"{name}:{cfg.model_dump_json()}"
+    key = f"stages:{name}:{cfg.model_dump_json()}"
 
     def fn(batch: dict) -> dict:
-        actor = _WORKER_STAGES.get(key)
-        if actor is None:
-            actor = _WORKER_STAGES[key] = StageActor(stages, cfg, res)
-        return actor(batch)
+        return _cached(key, lambda: StageActor(stages, cfg, res))(batch)
 
     return fn
 
 
-def _split_fn(cfg: CurateConfig):
-    def fn(item: dict) -> list[dict]:
-        return [{"row": _dumps(r)} for r in split_source(dict(item), cfg)]
+def _plan_fn(cfg: CurateConfig):
+    def fn(item: dict) -> Iterator[dict]:
+        skip = frozenset(item.pop("done_segments", ()))
+        for seg in plan_source(item, cfg, skip):
+            yield {"seg": _dump(seg)}
 
     return fn
 
 
-def _finalize_fn(cfg: CurateConfig):
+def _cut_fn(cfg: CurateConfig):
+    def fn(row: dict) -> dict:
+        return {"seg": _dump(cut_segment(pickle.loads(row["seg"]), cfg))}
+
+    return fn
+
+
+def _write_fn(cfg: CurateConfig, emb_dim: int):
+    key = f"writer:{cfg.model_dump_json()}"
+
     def fn(batch: dict) -> dict:
-        rows = [finalize(pickle.loads(b), cfg.clips) for b in batch["row"]]
-        return {"row": np.array([_dumps(r) for r in rows], dtype=object)}
+        writer = _cached(key, lambda: Writer(cfg, emb_dim))
+        rec = writer.write([pickle.loads(b) for b in batch["seg"]])
+        return {"record": np.array([json.dumps(rec)], dtype=object)}
 
     return fn
 
 
-def build_ray_dataset(items: list[dict], cfg: CurateConfig):
+def build_ray_dataset(items: list[dict], cfg: CurateConfig, emb_dim: int):
     import ray
     from ray.data import ActorPoolStrategy
 
     r = cfg.resources
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.flat_map(_split_fn(cfg), num_cpus=r.split.num_cpus)
+    ds = ds.flat_map(_plan_fn(cfg), num_cpus=r.split.num_cpus)
+    ds = ds.map(_cut_fn(cfg), num_cpus=r.split.num_cpus)
     for name, stages, res in stage_plan(cfg):
-        kwargs = dict(batch_size=res.batch_size, batch_format="numpy", num_cpus=res.num_cpus, num_gpus=res.num_gpus or None)
+        kwargs = dict(batch_size=1, batch_format="numpy", num_cpus=res.num_cpus, num_gpus=res.num_gpus or None)
         if res.actors > 0:
             ds = ds.map_batches(StageActor, fn_constructor_args=(stages, cfg, res),
                                 compute=ActorPoolStrategy(min_size=1, max_size=res.actors), **kwargs)
         else:
             ds = ds.map_batches(_task_fn(name, stages, cfg, res), **kwargs)
-    ds = ds.map_batches(_finalize_fn(cfg), batch_size=r.finalize.batch_size, batch_format="numpy",
-                        num_cpus=r.finalize.num_cpus)
-    return ds
+    return ds.map_batches(_write_fn(cfg, emb_dim), batch_size=r.finalize.batch_size, batch_format="numpy",
+                          num_cpus=r.finalize.num_cpus)
 
 
 def local_cpus(cfg: CurateConfig) -> int:
     """Logical CPUs for the embedded Ray: at least what every actor pool plus one split task and
-    one finalize task reserve at once. Actors hold their reservation for the whole run, so on a
+    one write task reserve at once. Actors hold their reservation for the whole run, so on a
     small machine a plan needing more than the core count would wait forever for a split slot;
     the OS shares the real cores instead."""
     r = cfg.resources
-    need = r.split.num_cpus + r.finalize.num_cpus
+    need = 2 * r.split.num_cpus + r.finalize.num_cpus
     need += sum(res.num_cpus * max(1, res.actors) for _n, _s, res in stage_plan(cfg))
     return max(os.cpu_count() or 1, math.ceil(need))
 
 
-def iter_ray(items: list[dict], cfg: CurateConfig) -> Iterator[dict]:
+def init_ray(cfg: CurateConfig) -> None:
     import ray
 
     if not ray.is_initialized():
         if cfg.run.ray_address:
+            if cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+                # a cluster bound to loopback: Ray would otherwise rewrite 127.0.0.1 to this
+                # host's network address, where that cluster does not listen
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             ray.init(address=cfg.run.ray_address, log_to_driver=False)
         else:
+            # the embedded cluster listens on loopback only and starts no dashboard
             ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+                     configure_logging=False, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own progress display reports sources and clips
+    ctx.enable_progress_bars = False  # our own progress display reports sources and seconds
     ctx.print_on_execution_start = False
-    ds = build_ray_dataset(items, cfg)
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=1, prefetch_batches=2):
-        for blob in batch["row"]:
-            yield pickle.loads(blob)
+    ctx.target_max_block_size = TARGET_BLOCK_BYTES
 
 
-def iter_local(items: list[dict], cfg: CurateConfig) -> Iterator[dict]:
-    """The same plan in this process, one source at a time (debugging, tiny runs, tests)."""
+def iter_ray(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Optional[dict] = None) -> Iterator[dict]:
+    """Commit records, as the write operator produces them; ``stats`` gets what the driver
+    received and Ray Data's per-operator execution statistics."""
+    init_ray(cfg)
+    ds = build_ray_dataset(items, cfg, emb_dim)
+    received = 0
+    for row in ds.iter_rows():
+        received += len(row["record"])
+        yield json.loads(row["record"])
+    if stats is not None:
+        stats["driver_bytes_received"] = received
+        stats["ray_data"] = ds.stats()
+
+
+def iter_local(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Optional[dict] = None) -> Iterator[dict]:
+    """The same plan in this process, one segment at a time (debugging, tiny runs, tests)."""
     ops = [(build_stages(stages, cfg, "cpu"), res) for _name, stages, res in stage_plan(cfg)]
+    writer = Writer(cfg, emb_dim)
     for item in items:
-        rows = split_source(dict(item), cfg)
-        for stages, res in ops:
-            out = []
-            for i in range(0, len(rows), res.batch_size):  # the same batches as the Ray plan
-                out += apply_stages(stages, rows[i:i + res.batch_size])
-            rows = out
-        for row in rows:
-            yield finalize(row, cfg.clips)
+        skip = frozenset(item.pop("done_segments", ()))
+        for seg in plan_source(dict(item), cfg, skip):
+            seg = cut_segment(seg, cfg)
+            for stages, res in ops:
+                seg = run_segment_stages(stages, seg, res.batch_size)
+            yield writer.write([seg])
 
 
 RUNNERS = {"ray": iter_ray, "local": iter_local}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Optional
 
-from pipeline.engine.writer import read_ledger
+from common.output import Output
+from pipeline.engine.writer import iter_ledger
+
+_COLUMNS = ("status", "clip_id", "start_s", "end_s", "reject_stage", "reject_reason", "route_reason", "backends")
 
 
 def _reason_key(reason: Optional[str]) -> str:
@@ -29,23 +31,28 @@ def _backend_labels(backends: dict, prefix: str = ""):
             yield name, str(info)
 
 
-def summarize(out: Path) -> dict:
-    t = read_ledger(out).to_pylist()
-    status = Counter(r["status"] for r in t)
-    hours = Counter()
-    for r in t:
-        if r["status"] in ("st2v", "t2v") and r["start_s"] is not None:
-            hours[r["status"]] += (r["end_s"] - r["start_s"]) / 3600.0
-    rejects = Counter((r["reject_stage"] or "?", _reason_key(r["reject_reason"])) for r in t
-                      if r["status"] in ("rejected", "error"))
-    routes = Counter(_reason_key(r["route_reason"]) for r in t if r["status"] == "t2v")
+def summarize(out: Output) -> dict:
+    """Counts over the committed ledger, read one file at a time (the driver's memory does not
+    grow with the number of clips)."""
+    records = out.commit_records()
+    status, hours, rejects, routes = Counter(), Counter(), Counter(), Counter()
     backends: dict[str, Counter] = {}
-    for r in t:
-        for stage, label in _backend_labels(json.loads(r["backends"] or "{}")):
-            backends.setdefault(stage, Counter())[label] += 1
+    clips = 0
+    for table in iter_ledger(out, _COLUMNS, records):
+        for r in table.to_pylist():
+            status[r["status"]] += 1
+            clips += r["clip_id"] is not None
+            if r["status"] in ("st2v", "t2v") and r["start_s"] is not None:
+                hours[r["status"]] += (r["end_s"] - r["start_s"]) / 3600.0
+            if r["status"] in ("rejected", "error"):
+                rejects[(r["reject_stage"] or "?", _reason_key(r["reject_reason"]))] += 1
+            if r["status"] == "t2v":
+                routes[_reason_key(r["route_reason"])] += 1
+            for stage, label in _backend_labels(json.loads(r["backends"] or "{}")):
+                backends.setdefault(stage, Counter())[label] += 1
     return {
-        "inputs": len({r["source_uri"] for r in t}),
-        "clips": sum(1 for r in t if r["clip_id"] is not None),
+        "inputs": len({seg["source"] for rec in records for seg in rec["segments"]}),
+        "clips": clips,
         "status": dict(status),
         "hours": {k: round(v, 6) for k, v in hours.items()},
         "rejects": {f"{s}/{k}": n for (s, k), n in sorted(rejects.items())},

@@ -1,57 +1,31 @@
-"""Shard writer: st2v/, t2v/ and ledger/ Parquet files of bounded size, committed atomically.
+"""Writing shards (on the workers) and committing them (on the driver).
 
-A flush writes every file under a temporary name, then a commit record ``_commits/NNNNNN.json``
-(the commit point, itself written via rename), then renames the files to their final names. On
-start, :func:`recover` rolls committed flushes forward and deletes uncommitted temporaries, so a
-run killed at any instant leaves either all or none of a flush. The rows of one source always go
-into the same flush, so a rerun can skip every source named in a commit record and redo the rest.
+A worker's write call turns a few finished segments into ``st2v/``, ``t2v/`` and ``ledger/``
+Parquet files of bounded size, written straight to the output filesystem under names no other
+attempt uses (``part-<uuid>-<k>.parquet``), and returns a small commit record: the files and the
+segments they complete. Only the driver commits: :class:`CommitLog` writes each record whole as
+``_commits/<time>-<uuid>.json`` (one PUT on object stores, a rename on local disk). Readers trust
+only files named in records (``common.output``), so nothing depends on atomic renames or fresh
+listings, a retried task's first attempt is just an orphan, and a rerun removes orphans before
+it starts.
 """
 from __future__ import annotations
 
 import json
-import os
+import logging
+import time
 import uuid
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.fs import delete, ensure_dir, list_files, write_bytes
+from common.output import COMMITS, LEDGER, PARTS, TRACKS, Output
 from schemas.rows import DEFAULT_AUDIO_EMB_DIM, clip_schema, ledger_schema, read_table
 
-TRACK_DIRS = ("st2v", "t2v", "ledger")
-COMMITS = "_commits"
-TMP_SUFFIX = ".tmp"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}" + TMP_SUFFIX)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def recover(out: Path) -> tuple[set[str], int]:
-    """Finish or discard interrupted flushes. Returns (sources already done, next part index)."""
-    done: set[str] = set()
-    next_part = 0
-    cdir = out / COMMITS
-    committed_files: set[str] = set()
-    if cdir.is_dir():
-        for rec in sorted(cdir.glob("*.json")):
-            data = json.loads(rec.read_text())
-            next_part = max(next_part, int(data["part"]) + 1)
-            done.update(data["sources_done"])
-            for rel in data["files"]:
-                final = out / rel
-                committed_files.add(str(final))
-                tmp = final.with_name(final.name + TMP_SUFFIX)
-                if not final.exists() and tmp.exists():
-                    os.replace(tmp, final)
-    for d in TRACK_DIRS + (COMMITS,):
-        for tmp in (out / d).glob(f"*{TMP_SUFFIX}") if (out / d).is_dir() else []:
-            tmp.unlink()
-    return done, next_part
+log = logging.getLogger(__name__)
 
 
 def _emb_column(values: list, dim: int) -> pa.Array:
@@ -102,105 +76,99 @@ def _row_bytes(row: dict) -> int:
     return n
 
 
-class ShardWriter:
-    def __init__(self, out: Path, audio_emb_dim: int = DEFAULT_AUDIO_EMB_DIM, max_bytes: int = 256 * 1024**2,
-                 max_rows: int = 2000, on_source: Optional[Callable[[list[dict]], list[dict]]] = None):
-        self.out = Path(out)
-        for d in TRACK_DIRS + (COMMITS,):
-            (self.out / d).mkdir(parents=True, exist_ok=True)
-        self.done, self.part = recover(self.out)
-        self.dim = audio_emb_dim
-        self.max_bytes = max_bytes
-        self.max_rows = max_rows
-        self.on_source = on_source
-        self.pending: dict[str, list[dict]] = {}
-        self.buffer: list[dict] = []
-        self.buffer_sources: list[str] = []
-        self.buffer_bytes = 0
-        self.committed_rows = 0
-
-    @staticmethod
-    def source_key(row: dict) -> str:
-        return row["source_uri"]
-
-    def add(self, row: dict) -> Optional[list[dict]]:
-        """Take one finished row; returns the source's rows when that source is complete."""
-        key = self.source_key(row)
-        rows = self.pending.setdefault(key, [])
-        rows.append(row)
-        if len(rows) < int(row.get("source_num_rows") or 1):
-            return None
-        rows = self.pending.pop(key)
-        rows.sort(key=lambda r: (r.get("start_s") is None, r.get("start_s") or 0.0))
-        if self.on_source is not None:
-            rows = self.on_source(rows)
-        self.buffer.extend(rows)
-        self.buffer_sources.append(key)
-        self.buffer_bytes += sum(_row_bytes(r) for r in rows)
-        if self.buffer_bytes >= self.max_bytes or len(self.buffer) >= self.max_rows:
-            self.flush()
-        return rows
-
-    def _chunks(self, rows: list[dict]) -> list[list[dict]]:
-        out, cur, size = [], [], 0
-        for r in rows:
-            b = _row_bytes(r)
-            if cur and (size + b > self.max_bytes or len(cur) >= self.max_rows):
-                out.append(cur)
-                cur, size = [], 0
-            cur.append(r)
-            size += b
-        if cur:
+def _chunks(rows: list[dict], max_bytes: int, max_rows: int) -> list[list[dict]]:
+    out, cur, size = [], [], 0
+    for r in rows:
+        b = _row_bytes(r)
+        if cur and (size + b > max_bytes or len(cur) >= max_rows):
             out.append(cur)
-        return out
-
-    def flush(self) -> None:
-        if not self.buffer and not self.buffer_sources:
-            return
-        part = self.part
-        files: list[str] = []
-        tmps: list[tuple[Path, Path]] = []
-
-        def write(table: pa.Table, rel: str) -> None:
-            final = self.out / rel
-            tmp = final.with_name(final.name + TMP_SUFFIX)
-            # small row groups: the trainer's reader caches a few row groups per worker, so
-            # their size bounds its memory (a clip row holds an mp4 of ~1 MB)
-            pq.write_table(table, tmp, compression="zstd", row_group_size=32)
-            files.append(rel)
-            tmps.append((tmp, final))
-
-        for track in ("st2v", "t2v"):
-            rows = [r for r in self.buffer if r.get("status") == track]
-            for i, chunk in enumerate(self._chunks(rows)):
-                rel = f"{track}/part-{part:06d}-{i:03d}.parquet"
-                for r in chunk:
-                    r["shard"] = rel
-                write(clip_table(chunk, self.dim), rel)
-        if self.buffer:
-            write(ledger_table(self.buffer), f"ledger/part-{part:06d}.parquet")
-        record = {"part": part, "files": files, "sources_done": self.buffer_sources, "rows": len(self.buffer)}
-        _atomic_write_text(self.out / COMMITS / f"{part:06d}.json", json.dumps(record))
-        for tmp, final in tmps:
-            os.replace(tmp, final)
-        self.done.update(self.buffer_sources)
-        self.committed_rows += len(self.buffer)
-        self.part += 1
-        self.buffer, self.buffer_sources, self.buffer_bytes = [], [], 0
-
-    def close(self) -> None:
-        # sources that never completed (a worker died mid-source) must still reach the ledger
-        for key, rows in list(self.pending.items()):
-            for r in rows:
-                r["source_num_rows"] = len(rows)
-            self.buffer.extend(rows)
-            self.buffer_sources.append(key)
-        self.pending.clear()
-        self.flush()
+            cur, size = [], 0
+        cur.append(r)
+        size += b
+    if cur:
+        out.append(cur)
+    return out
 
 
-def read_ledger(out: Path) -> pa.Table:
-    files = sorted((Path(out) / "ledger").glob("*.parquet"))
-    if not files:
-        return ledger_schema().empty_table()
-    return pa.concat_tables([read_table(str(f), "ledger") for f in files])
+def write_shards(out: Output, rows: list[dict], segments: list[dict], dim: int = DEFAULT_AUDIO_EMB_DIM,
+                 max_bytes: int = 256 * 1024**2, max_rows: int = 2000) -> dict:
+    """Write the finished rows of ``segments`` and return their commit record (not committed)."""
+    tag = uuid.uuid4().hex[:12]
+    files: list[str] = []
+
+    def write(table: pa.Table, rel: str) -> None:
+        # small row groups: the trainer's reader caches a few row groups per worker, so their
+        # size bounds its memory (a clip row holds an mp4 of ~1 MB)
+        pq.write_table(table, out.path(rel), filesystem=out.fs, compression="zstd", row_group_size=32)
+        files.append(rel)
+
+    for track in TRACKS:
+        kept = [r for r in rows if r.get("status") == track]
+        for i, chunk in enumerate(_chunks(kept, max_bytes, max_rows)):
+            rel = f"{track}/part-{tag}-{i:03d}.parquet"
+            for r in chunk:
+                r["shard"] = rel
+            write(clip_table(chunk, dim), rel)
+    for i, chunk in enumerate(_chunks(rows, max_bytes, max(max_rows, 1))):
+        write(ledger_table(chunk), f"{LEDGER}/part-{tag}-{i:03d}.parquet")
+    return {"format": 2, "id": tag, "files": files, "segments": segments, "rows": len(rows),
+            "clips": sum(1 for r in rows if r.get("clip_id") is not None)}
+
+
+class CommitLog:
+    """The driver's view of an output: what is committed, and the one place that commits."""
+
+    def __init__(self, out: Output):
+        self.out = out
+        for d in PARTS + (COMMITS,):
+            ensure_dir(out.fs, out.path(d))
+        self.records = out.commit_records()
+        self.committed = {(s["source"], int(s["index"])) for r in self.records for s in r["segments"]}
+
+    def progress(self):
+        return self.out.progress(self.records)
+
+    def remove_orphans(self) -> list[str]:
+        """Delete shard files no record names (left by killed or retried workers), and commit
+        records a killed driver left half-written on local disk."""
+        named = {f for r in self.records for f in r["files"]}
+        removed = []
+        for p in list_files(self.out.fs, self.out.path(COMMITS), ".tmp"):
+            delete(self.out.fs, p)
+        for part in PARTS:
+            for p in list_files(self.out.fs, self.out.path(part), ".parquet"):
+                rel = f"{part}/{p.rsplit('/', 1)[-1]}"
+                if rel not in named:
+                    err = delete(self.out.fs, p)
+                    if err:
+                        log.warning("could not remove orphan %s: %s", p, err)
+                    else:
+                        removed.append(rel)
+        return removed
+
+    def commit(self, record: dict) -> bool:
+        """Commit a worker's record; False (and nothing committed) when any of its segments is
+        already committed, so a segment delivered twice never appears twice."""
+        keys = {(s["source"], int(s["index"])) for s in record["segments"]}
+        if keys & self.committed:
+            log.warning("commit record %s repeats committed segments %s; not committed", record.get("id"),
+                        sorted(keys & self.committed)[:3])
+            return False
+        name = f"{time.time_ns():020d}-{record.get('id') or uuid.uuid4().hex[:12]}.json"
+        write_bytes(self.out.fs, self.out.path(COMMITS, name), json.dumps(record).encode())
+        self.records.append(record)
+        self.committed |= keys
+        return True
+
+
+def iter_ledger(out: Output, columns: Optional[Iterable[str]] = None, records: Optional[list[dict]] = None):
+    """The dataset's ledger tables, one file at a time."""
+    for rel in out.dataset_files(LEDGER, records):
+        yield read_table(out.path(rel), "ledger", columns=columns, filesystem=out.fs)
+
+
+def read_ledger(out) -> pa.Table:
+    """The whole committed ledger of an output (a path, URI or :class:`Output`)."""
+    out = out if isinstance(out, Output) else Output.open(str(out))
+    tables = list(iter_ledger(out))
+    return pa.concat_tables(tables) if tables else ledger_schema().empty_table()

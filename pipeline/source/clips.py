@@ -1,9 +1,10 @@
-"""Clip cut + normalise: one pass over a source's frames cuts every window of it into an H.264
-mp4 at a fixed frame rate, and its audio to 16 kHz mono.
+"""Clip cut + normalise: one pass over a segment of a source's frames cuts each of its windows
+into an H.264 mp4 at a fixed frame rate; the audio comes cut to 16 kHz mono per window.
 
 Frames are resampled by time (for each output tick, the latest source frame shown at that
 instant), so VFR sources come out at a constant rate with correct timing. Source frame indices
-(``start_frame``/``end_frame``, end exclusive) count decoded frames, whatever their timing.
+(``start_frame``/``end_frame``, end exclusive) count decoded frames whatever their timing; they
+come from the scene scan, which decodes every frame anyway.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator
 
+from common.fs import redact
 from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_frames
 from pipeline.source.scenes import Window
 from schemas.base import Strict
@@ -50,9 +52,8 @@ def base_row(source: dict) -> dict:
     """Every row in the pipeline starts from this template, so all rows share one set of keys."""
     return {
         "clip_id": None,
-        "source_uri": source["source_uri"],
+        "source_uri": redact(source["source_uri"]),
         "source_sha256": source.get("source_sha256"),
-        "source_num_rows": 1,
         "start_s": None, "end_s": None, "start_frame": None, "end_frame": None,
         "scene_index": None, "window_index": None,
         "fps": None, "width": None, "height": None, "num_frames": None,
@@ -69,45 +70,55 @@ def failed_source_row(source: dict, status: str, stage: str, reason: str) -> dic
     return row
 
 
-def cut_clips(src, source: dict, windows: list[Window], short: list[Window], audio: Optional[np.ndarray],
-              cfg: ClipsConfig, src_width: int, src_height: int, min_clip_s: float) -> list[dict]:
-    """Rows for every window (encoded) and every too-short scene (rejected, not encoded)."""
-    rows: list[dict] = []
-    for w in short:
-        r = base_row(source)
-        r.update(clip_id=clip_id_for(source["source_sha256"], w.start_s, w.end_s), start_s=w.start_s, end_s=w.end_s,
-                 scene_index=w.scene_index, window_index=0, status="rejected", reject_stage="scenes",
-                 reject_reason=f"too_short: {w.duration:.2f}s < min {min_clip_s:.2f}s")
-        rows.append(r)
-    if not windows:
-        return _finish(rows)
+def short_scene_row(source: dict, w: Window, min_clip_s: float) -> dict:
+    """The ledger row of a scene too short to become a clip (not encoded)."""
+    r = base_row(source)
+    r.update(clip_id=clip_id_for(source["source_sha256"], w.start_s, w.end_s), start_s=w.start_s, end_s=w.end_s,
+             scene_index=w.scene_index, window_index=0, status="rejected", reject_stage="scenes",
+             reject_reason=f"too_short: {w.duration:.2f}s < min {min_clip_s:.2f}s")
+    return r
+
+
+class SeekMissed(RuntimeError):
+    """The container could not seek to a keyframe before the segment (no usable index)."""
+
+
+def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[np.ndarray]], cfg: ClipsConfig,
+                src_width: int, src_height: int, seek: bool = False, final: bool = True) -> list[dict]:
+    """Rows for ``windows`` (consecutive, spans known), encoded in one pass over the source's
+    frames. ``seek``: start decoding at the last keyframe before the first window instead of the
+    beginning (a later segment of a long source); ``final``: these windows end the source, so the
+    last one runs to the end of the video stream. ``audio``: each window's samples, or None."""
     width, height = fit_size(src_width, src_height, cfg.max_side)
     states = [_WindowState(w, cfg) for w in windows]
-    frame_index = 0
     prev: Optional[np.ndarray] = None
     prev_t = 0.0
     failure: Optional[str] = None
     try:
-        for t, frame in iter_frames(src, width=width, height=height):
+        frames = iter_frames(src, width=width, height=height, start_s=windows[0].start_s if seek else None)
+        for t, frame in frames:
+            if prev is None and seek and t > windows[0].start_s + 1e-6:
+                raise SeekMissed(f"seek landed at {t:.3f}s, after the first window at {windows[0].start_s:.3f}s")
             for st in states:
-                st.count_source_frame(frame_index, t)
                 if prev is not None:
                     st.emit_until(t, prev, width, height)
             prev, prev_t = frame, t
-            frame_index += 1
+            if not final and all(st.data is not None for st in states):
+                break  # the rest of the source belongs to later segments
     except MediaError as e:
         failure = str(e)
     last_frame_end = prev_t + 1.0 / cfg.fps
-    for st in states:
+    rows = []
+    for k, st in enumerate(states):
         r = base_row(source)
         w = st.w
         r.update(clip_id=clip_id_for(source["source_sha256"], w.start_s, w.end_s), start_s=w.start_s, end_s=w.end_s,
-                 scene_index=w.scene_index, window_index=w.window_index, fps=float(cfg.fps), width=width, height=height)
+                 scene_index=w.scene_index, window_index=w.window_index, fps=float(cfg.fps), width=width, height=height,
+                 start_frame=w.start_frame, end_frame=w.end_frame)
         if prev is not None and failure is None:
-            st.emit_until(max(w.end_s, last_frame_end), prev, width, height, final=True)
+            st.emit_until(max(w.end_s, last_frame_end) if final else w.end_s, prev, width, height, final=True)
         elif prev is not None and st.complete_before(prev_t):
             st.emit_until(w.end_s, prev, width, height, final=True)
-        r["start_frame"], r["end_frame"] = st.source_span(frame_index)
         if st.data is None or (failure is not None and not st.complete_before(prev_t)):
             r.update(status="error", reject_stage="clips",
                      reject_reason=f"decode_failed: {failure}" if failure else "no frames in window")
@@ -116,26 +127,12 @@ def cut_clips(src, source: dict, windows: list[Window], short: list[Window], aud
             r["video"] = st.data
             r["num_frames"] = st.n
             if audio is not None:
-                r["audio_pcm"] = slice_audio(audio, w.start_s, w.end_s)
-        r["backends"] = json.dumps({"clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": cfg.crf, "preset": cfg.preset,
-                                              "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}},
+                r["audio_pcm"] = np.ascontiguousarray(audio[k], dtype=np.float32)
+        r["backends"] = json.dumps({"clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": cfg.crf,
+                                              "preset": cfg.preset, "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}},
                                    sort_keys=True, separators=(",", ":"))
         rows.append(r)
-    return _finish(rows)
-
-
-def _finish(rows: list[dict]) -> list[dict]:
-    for r in rows:
-        r["source_num_rows"] = len(rows)
     return rows
-
-
-def slice_audio(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    a, b = int(round(start_s * AUDIO_RATE)), int(round(end_s * AUDIO_RATE))
-    out = audio[a:b]
-    if len(out) < b - a:  # audio stream shorter than the video: pad with silence
-        out = np.concatenate([out, np.zeros(b - a - len(out), np.float32)])
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 class _WindowState:
@@ -148,17 +145,9 @@ class _WindowState:
         self.n = 0
         self.writer: Optional[Mp4Writer] = None
         self.data: Optional[bytes] = None
-        self.first_src: Optional[int] = None
-        self.last_src: Optional[int] = None
 
     def tick_time(self, k: int) -> float:
         return self.w.start_s + k / self.cfg.fps
-
-    def count_source_frame(self, index: int, t: float) -> None:
-        if self.w.start_s - 1e-6 <= t < self.w.end_s - 1e-6:
-            if self.first_src is None:
-                self.first_src = index
-            self.last_src = index
 
     def emit_until(self, t_next: float, frame: np.ndarray, width: int, height: int, final: bool = False) -> None:
         """Emit every tick before ``t_next`` with ``frame`` (the latest frame shown then)."""
@@ -172,11 +161,6 @@ class _WindowState:
 
     def complete_before(self, t: float) -> bool:
         return self.w.end_s <= t + 1e-6
-
-    def source_span(self, total_frames: int) -> tuple[int, int]:
-        if self.first_src is None:
-            return total_frames, total_frames
-        return self.first_src, self.last_src + 1
 
     def abort(self) -> None:
         if self.writer is not None and self.data is None:

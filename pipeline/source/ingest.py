@@ -15,6 +15,7 @@ from typing import Optional
 import pyarrow.fs as pafs
 from pydantic import Field
 
+from common.fs import filesystem, is_uri, redact
 from schemas.base import Strict
 
 
@@ -26,10 +27,6 @@ class IngestConfig(Strict):
 
 
 _GLOB_CHARS = set("*?[")
-
-
-def _is_uri(s: str) -> bool:
-    return "://" in s
 
 
 def _has_glob(s: str) -> bool:
@@ -54,7 +51,7 @@ def expand_inputs(inputs: list[str], cfg: IngestConfig) -> list[dict]:
             items.append({"source_uri": uri, **extra})
 
     for spec in inputs:
-        if _is_uri(spec) and not spec.startswith("file://"):
+        if is_uri(spec):
             _expand_uri(spec, cfg, add)
             continue
         local = spec[len("file://"):] if spec.startswith("file://") else spec
@@ -87,10 +84,10 @@ def _expand_uri(spec: str, cfg: IngestConfig, add) -> None:
     glob_at = min((rest.index(c) for c in _GLOB_CHARS if c in rest), default=None)
     base = rest if glob_at is None else rest[:glob_at].rsplit("/", 1)[0]
     try:
-        fs, path = pafs.FileSystem.from_uri(f"{scheme}://{base}")
+        fs, path = filesystem(f"{scheme}://{base}")
         info = fs.get_file_info(path)
     except Exception as e:
-        add(spec, error=f"unreadable: cannot open filesystem ({e})")
+        add(spec, error=f"unreadable: cannot open filesystem ({redact(str(e))})")
         return
     if glob_at is None and info.type == pafs.FileType.File:
         add(spec)
@@ -113,17 +110,21 @@ def _expand_uri(spec: str, cfg: IngestConfig, add) -> None:
 
 
 def open_source(uri: str):
-    """A path PyAV can open directly (local) or a seekable file object (remote URI)."""
-    if _is_uri(uri) and not uri.startswith("file://"):
-        fs, path = pafs.FileSystem.from_uri(uri)
+    """A path PyAV can open directly (local), or a seekable file object reading the remote
+    object by ranges as the demuxer asks (nothing is copied to local disk)."""
+    if is_uri(uri):
+        fs, path = filesystem(uri)
         return fs.open_input_file(path)
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
 def source_size(uri: str) -> int:
-    if _is_uri(uri) and not uri.startswith("file://"):
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return int(fs.get_file_info(path).size or 0)
+    if is_uri(uri):
+        fs, path = filesystem(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"no such object: {redact(uri)}")
+        return int(info.size or 0)
     return os.path.getsize(open_source(uri))
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
+import av
+import numpy as np
 from pydantic import Field, model_validator
 
 from schemas.base import Strict
@@ -26,6 +28,12 @@ class ScenesConfig(Strict):
     # above 10 s a clip no longer fits a training sample, so long scenes become windows.
     min_clip_s: float = Field(2.0, gt=0)
     max_clip_s: float = Field(10.0, gt=0)
+    # A source is cut and committed in segments of consecutive windows covering about this much
+    # video, each its own task: a cut worker holds one segment (bounded memory whatever the
+    # source's length), segments of one film run in parallel and overlap with the later stages,
+    # and a killed job redoes only the segments it had not committed. A minute keeps a segment
+    # to ~6 clips (a few tens of MB in flight) at a task overhead well under 1 %.
+    segment_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _order(self):
@@ -58,6 +66,9 @@ class Window:
     window_index: int
     start_s: float
     end_s: float
+    # source frames shown in the window (end exclusive), from the scene scan's frame times
+    start_frame: Optional[int] = None
+    end_frame: Optional[int] = None
 
     @property
     def duration(self) -> float:
@@ -74,13 +85,26 @@ def make_detector(cfg: ScenesConfig):
         raise ValueError(f"scenes.detector_args {cfg.detector_args} do not fit {cls.__name__}: {e}") from None
 
 
-def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> tuple[list[Scene], list[float]]:
-    """Scenes covering the whole video, and the cut times in seconds."""
-    from scenedetect import SceneManager, open_video
+@dataclass
+class SceneScan:
+    """What one decode of the source for scene detection tells: the scenes, and the time of
+    every decoded frame (and which are keyframes), so that clip spans in source frames and the
+    seek points of long sources are known without decoding again."""
 
-    # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
-    # FFmpeg's terminal logger on for the whole process
-    video = open_video(src, backend="pyav", suppress_output=True) if isinstance(src, str) else _open_stream(src)
+    scenes: list[Scene]
+    frame_times: np.ndarray  # seconds from the container start, one per decoded frame
+    keyframes: list[tuple[float, int]]  # (time, frame index) of every keyframe
+
+    @property
+    def cuts(self) -> list[float]:
+        return [s.start_s for s in self.scenes[1:]]
+
+
+def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> SceneScan:
+    """Scenes covering the whole video, from PySceneDetect on its own (downscaled) decode."""
+    from scenedetect import SceneManager
+
+    video = _recording_stream(src)
     sm = SceneManager()
     sm.add_detector(make_detector(cfg))
     if cfg.downscale > 0:
@@ -92,14 +116,47 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> tuple[list[Scen
         scenes.append(Scene(i, float(a.seconds), float(b.seconds), int(a.frame_num), int(b.frame_num)))
     # the last scene ends where the video stream ends (PySceneDetect's end timecode), not at the
     # container duration, which an audio tail can make longer than the pictures
-    cuts = [s.start_s for s in scenes[1:]]
-    return scenes, cuts
+    return SceneScan(scenes, np.asarray(video.times, dtype=np.float64), video.keyframes)
 
 
-def _open_stream(fileobj):
+def _recording_stream(src):
     from scenedetect.backends.pyav import VideoStreamAv
 
-    return VideoStreamAv(fileobj, name="stream", suppress_output=True)
+    class RecordingStream(VideoStreamAv):
+        """PySceneDetect's PyAV stream, noting each decoded frame's time and keyframe flag."""
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            st = self._container.start_time
+            self._start = float(st / av.time_base) if st is not None else 0.0
+            self.times: list[float] = []
+            self.keyframes: list[tuple[float, int]] = []
+
+        def read(self, decode: bool = True):
+            out = super().read(decode)
+            if out is not False and self._frame is not None:
+                f = self._frame
+                if f.pts is not None and f.time_base:
+                    t = float(f.pts * f.time_base) - self._start
+                else:  # no timestamp: one nominal frame after the last
+                    t = (self.times[-1] if self.times else 0.0) + 1.0 / float(self.frame_rate or 25)
+                if f.key_frame:
+                    self.keyframes.append((t, len(self.times)))
+                self.times.append(t)
+            return out
+
+    # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
+    # FFmpeg's terminal logger on for the whole process
+    name = src if isinstance(src, str) else "stream"
+    return RecordingStream(src, name=name, suppress_output=True)
+
+
+def frame_span(times: np.ndarray, start_s: float, end_s: float) -> tuple[int, int]:
+    """Source frames shown in [start_s, end_s): (first index, last index + 1); an empty span sits
+    at the first frame after it."""
+    a = int(np.searchsorted(times, start_s - 1e-6, side="left"))
+    b = int(np.searchsorted(times, end_s - 1e-6, side="left"))
+    return (a, b) if b > a else (b, b)
 
 
 def windows_for(scenes: list[Scene], cfg: ScenesConfig) -> tuple[list[Window], list[Window]]:

@@ -67,10 +67,29 @@ def snr_music_ratio(pcm: np.ndarray, segments: list[list[float]], frame_ms: int 
     return float(np.clip(background * len(e) / total, 0.0, 1.0))
 
 
+def _demucs_allow_list() -> list:
+    """What a published demucs package pickles beyond tensors: the model class (demucs rebuilds
+    the network from it), ``Fraction`` segment lengths and numpy scalars in its constructor
+    arguments. Nothing in it runs code while unpickling."""
+    from fractions import Fraction
+
+    import numpy as np
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
+
+    scalar = np._core.multiarray.scalar
+    return [HTDemucs, HDemucs, Demucs, Fraction, np.dtype, type(np.dtype("float64")), type(np.dtype("float32")),
+            type(np.dtype("int64")), type(np.dtype("bool")), scalar, (scalar, "numpy.core.multiarray.scalar")]
+
+
 def load_demucs(model: str, models_dir: Optional[str] = None):
     """An HTDemucs (or any demucs) model from a serialized .th package path, a directory holding
-    one, or a registry name. Raises ModelMissing when absent."""
+    one, or a registry name, loaded without running pickled code (demucs' own loader unpickles
+    anything). Raises ModelMissing when absent, UnsafeWeights for a package holding more."""
     from demucs.states import load_model
+
+    from common.weights import load_state_dict
 
     path = Path(resolve_model(model, models_dir))
     if path.is_dir():
@@ -78,7 +97,7 @@ def load_demucs(model: str, models_dir: Optional[str] = None):
         if not cands:
             raise ModelMissing(f"no demucs .th checkpoint in {path}; run `mocha models fetch htdemucs`")
         path = cands[0]
-    net = load_model(str(path))
+    net = load_model(load_state_dict(path, allow=_demucs_allow_list()))
     net.eval()
     return net, path.name
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from common import media
-from pipeline.source.clips import ClipsConfig, clip_id_for, cut_clips
-from pipeline.source.scenes import Window
+from pipeline.source.clips import ClipsConfig, clip_id_for, cut_windows
+from pipeline.source.scenes import ScenesConfig, Window, detect_scenes, frame_span
 
 
 def _frames(n, w=64, h=48):
@@ -67,8 +67,10 @@ def test_cut_resamples_vfr_by_time_with_exact_spans(tmp_path):
     src, dur = _vfr_source(tmp_path)
     source = {"source_uri": str(src), "source_sha256": "x" * 64, "has_audio": True}
     w = Window(0, 0, 0.6, 2.6)
+    # the spans in source frames come from the scene scan's frame times
+    w.start_frame, w.end_frame = frame_span(detect_scenes(str(src), ScenesConfig()).frame_times, w.start_s, w.end_s)
     audio = np.arange(int(dur * 16000), dtype=np.float32) / 1e6
-    rows = cut_clips(str(src), source, [w], [], audio, ClipsConfig(), 64, 48, 2.0)
+    rows = cut_windows(str(src), source, [w], [audio[int(0.6 * 16000):int(2.6 * 16000)]], ClipsConfig(), 64, 48)
     (r,) = rows
     assert r["num_frames"] == 50 and r["fps"] == 25.0
     frames, times = media.decode_video(r["video"])

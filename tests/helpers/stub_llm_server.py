@@ -1,6 +1,7 @@
 """A minimal OpenAI-compatible chat server on 127.0.0.1, for tests, the benchmark and offline
-demos: fixed answers (or a function of the request), a chosen HTTP status, an artificial
-latency, and counters of requests and of the most requests ever in flight at once."""
+demos: fixed answers (or a function of the request), a chosen HTTP status (or one per request,
+with extra headers such as ``Retry-After``), an artificial latency, and records of what arrived:
+request count and times, the most requests ever in flight at once, the Authorization headers."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional, Union
 
+from tests.helpers.local_server import LocalServer
+
 Reply = Union[str, Callable[[dict, int], str]]
+Status = Union[int, Callable[[int], int]]
+Headers = Union[dict, Callable[[int], dict]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -17,16 +22,20 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the benchmark opens 32 connections at once
 
 
-class StubChatServer:
-    def __init__(self, reply: Reply = "{}", status: int = 200, delay_s: float = 0.0, model: str = "stub-vlm"):
+class StubChatServer(LocalServer):
+    def __init__(self, reply: Reply = "{}", status: Status = 200, delay_s: float = 0.0, model: str = "stub-vlm",
+                 headers: Headers = None, echo_auth: bool = False):
+        """``status`` and ``headers`` may be functions of the request's 1-based index; with
+        ``echo_auth`` an error body repeats the request's Authorization header (a careless proxy)."""
         self.reply, self.status, self.delay_s, self.model = reply, status, delay_s, model
+        self.headers, self.echo_auth = headers or {}, echo_auth
+        self.arrivals: list[float] = []  # time.monotonic() of each POST
+        self.auth: list = []  # the Authorization header of each request (None when absent)
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict] = []
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
         self._url: Optional[str] = None
 
     @property
@@ -46,10 +55,12 @@ class StubChatServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, code: int, payload: bytes, ctype: str = "application/json"):
+            def _send(self, code: int, payload: bytes, ctype: str = "application/json", extra: dict = None):
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
+                    for k, v in (extra or {}).items():
+                        self.send_header(k, str(v))
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
@@ -57,6 +68,8 @@ class StubChatServer:
                     pass  # the client gave up (timeout): nothing to answer
 
             def do_GET(self):
+                with stub._lock:
+                    stub.auth.append(self.headers.get("Authorization"))
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(200, json.dumps({"object": "list", "data": [{"id": stub.model}]}).encode())
                 else:
@@ -68,6 +81,8 @@ class StubChatServer:
                 with stub._lock:
                     stub.requests += 1
                     index = stub.requests
+                    stub.arrivals.append(time.monotonic())
+                    stub.auth.append(self.headers.get("Authorization"))
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:
@@ -79,8 +94,13 @@ class StubChatServer:
                         stub.bodies.append(body)
                     if stub.delay_s:
                         time.sleep(stub.delay_s)
-                    if stub.status != 200:
-                        self._send(stub.status, b'{"error": {"message": "stub failure"}}')
+                    status = stub.status(index) if callable(stub.status) else stub.status
+                    if status != 200:
+                        extra = stub.headers(index) if callable(stub.headers) else stub.headers
+                        msg = "stub failure"
+                        if stub.echo_auth:
+                            msg += f" for {self.headers.get('Authorization')}"
+                        self._send(status, json.dumps({"error": {"message": msg}}).encode(), extra=extra)
                         return
                     content = stub.reply(body, index) if callable(stub.reply) else stub.reply
                     resp = {
@@ -96,20 +116,7 @@ class StubChatServer:
         return Handler
 
     def start(self) -> "StubChatServer":
-        self._httpd = _Server(("127.0.0.1", 0), self._handler())
-        self._url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="stub-chat")
-        self._thread.start()
+        httpd = _Server(("127.0.0.1", 0), self._handler())
+        self._url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        self._serve(httpd, "stub-chat")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()

@@ -1,11 +1,17 @@
-"""SyncNet v2 network: published checkpoint key layout, loading, and the published scoring end
+"""SyncNet v2 network: published checkpoint key layout, loading (weights only: a pickle that would
+run code is refused), and the published scoring end
 to end on a real clip (random weights: the numbers are meaningless, the plumbing is not)."""
 from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from common.weights import UnsafeWeights
 from model.syncnet import SyncNet, load_syncnet
 from pipeline.stages.visual.sync import SyncConfig, SyncScorer
 from tests.helpers.visual_clips import frames_25, pcm_for, real
@@ -64,6 +70,53 @@ def test_loads_published_layout_from_file(tmp_path):
     net = load_syncnet(path)
     assert torch.equal(net.state_dict()["netcnnlip.18.weight"], state["__S__.netcnnlip.18.weight"])
     assert not net.training
+
+
+def test_loads_the_published_pre_1_6_format_and_safetensors(tmp_path):
+    # syncnet_v2.model predates torch's zip format: the weights-only unpickler reads it too
+    state = random_checkpoint(seed=2)
+    legacy = tmp_path / "syncnet_v2.model"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    net = load_syncnet(legacy)
+    assert torch.equal(net.state_dict()["netfcaud.3.weight"], state["netfcaud.3.weight"])
+    from safetensors.torch import save_file
+
+    st = tmp_path / "syncnet_v2.safetensors"
+    save_file(state, str(st))
+    assert torch.equal(load_syncnet(st).state_dict()["netcnnaud.0.weight"], state["netcnnaud.0.weight"])
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a tampered checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, legacy):
+    marker = tmp_path / "pwned"
+    state = random_checkpoint()
+    state["netcnnaud.0.bias"] = _RunsCode(marker)  # hidden among real tensors
+    path = tmp_path / "syncnet_v2.model"
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(UnsafeWeights, match="system"):
+        load_syncnet(path)
+    assert not marker.exists()
+    # the same bytes unpickled the unsafe way would have run the command: the test is real
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "syncnet_v2.model"
+    path.write_bytes(b"<html>404 not found</html>")
+    with pytest.raises(ValueError, match="not a torch checkpoint"):
+        load_syncnet(path)
 
 
 def test_rejects_a_checkpoint_of_another_network(tmp_path):

@@ -16,18 +16,23 @@ FPS = 25.0
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """A checkpoint of a tiny module, in the layout Lightning writes (state_dict + hparams)."""
+    """A checkpoint of a tiny module on a tiny random Wan base, as the trainer writes it (only
+    the trained tensors + EMA, the base's identity)."""
     from training.demo import build_tiny_models
     from training.module import MochaLitModule
 
     d = tmp_path_factory.mktemp("gen")
     models = build_tiny_models(d / "models", audio_dim=8)
     torch.manual_seed(0)
-    m = MochaLitModule(dit={"in_channels": 4, "text_dim": 32, "audio_dim": 8}, vae=models["vae"],
-                       text_encoder=models["t5"], audio_model=models["w2v"], ema_decay=0.99)
-    torch.nn.init.normal_(m.ema_dit.head.weight, std=0.05)  # a non-trivial velocity field
+    m = MochaLitModule(base=models["wan"], mocha={"audio_dim": 8}, train_mode="audio", vae=models["vae"],
+                       text_encoder=models["t5"], audio_model=models["w2v"], text_max_length=64, ema_decay=0.99)
+    for n in m.ema.names:  # speech layers that do something (their zero init would not)
+        if n.endswith("audio_attn.to_out.0.weight"):
+            torch.nn.init.normal_(m.ema.shadow(n), std=0.05)
+    ck = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}
+    m.on_save_checkpoint(ck)
     path = d / "tiny.ckpt"
-    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}, path)
+    torch.save(ck, path)
     return str(path)
 
 
@@ -141,3 +146,21 @@ def test_caption_json_prompt_is_rendered_and_counts_clips():
     assert count_prompt_clips(text) == 2
     assert count_prompt_clips("A woman talks to the camera.") == 1
     assert prompt_from_input("A woman talks.") == "A woman talks."
+
+
+def test_speech_and_ema_steer_the_sampler(ckpt):
+    """The speech track reaches the video (through the EMA speech layers and the audio
+    guidance); the raw weights (zero-init speech output) ignore it; the two samplers differ."""
+    from common.synth import synth_speech
+    from training.generate import GenerateConfig, generate, load_module
+
+    module = load_module(ckpt)
+    feats = lambda pcm, fps, n: np.random.default_rng(len(pcm)).standard_normal((n, 8)).astype(np.float32)  # noqa: E731
+    cfg = dict(height=32, width=32, steps=3, seed=0)
+    a, b = synth_speech(1.0, 1), synth_speech(1.0, 2)[:15800]  # same frame count, other features
+    run = lambda s, **kw: generate(module, "A woman talks.", [s], GenerateConfig(**{**cfg, **kw}), feats).frames  # noqa: E731
+    fa, fb = run(a), run(b)
+    assert fa.shape == fb.shape and np.abs(fa.astype(int) - fb.astype(int)).max() > 0
+    raw_a, raw_b = run(a, use_ema=False), run(b, use_ema=False)
+    assert np.array_equal(raw_a, raw_b)  # untrained speech layers add exactly nothing
+    assert not np.array_equal(run(a, scheduler="euler"), fa)

@@ -48,11 +48,30 @@ def stage_pools(mix: StageMix, counts: dict[tuple[str, str], int], allow_missing
         msg = f"stage {stage}: no samples in pool(s) {empty} (shards have {dict(sorted(counts.items()))})"
         if not allow_missing or len(empty) == len(pools):
             raise CurriculumError(msg + ("" if allow_missing else "; set curriculum.allow_missing_pools=true to renormalise"))
-        log.warning("%s; renormalising the other pools", msg)
-        pools = [p for p in pools if sizes[p.key] > 0]
-        total = sum(p.weight for p in pools)
-        pools = [PoolSpec(p.key, p.track, p.shots, p.weight / total) for p in pools]
+        pools = _redistribute(pools, [p for p in pools if sizes[p.key] > 0], msg)
     return pools
+
+
+def _redistribute(pools: list[PoolSpec], kept: list[PoolSpec], msg: str) -> list[PoolSpec]:
+    """Weights of the non-empty pools once the empty ones are dropped.
+
+    An empty pool's weight goes to the other pools of its own track, in proportion to their
+    weights, so the track shares (MoCha's 80/20 st2v:t2v) are those configured; only a track
+    with no samples at all gives its share to the other tracks.
+    """
+    share: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for p in pools:
+        share[p.track] = share.get(p.track, 0.0) + p.weight
+    for p in kept:
+        left[p.track] = left.get(p.track, 0.0) + p.weight
+    lost = sorted(t for t in share if t not in left)
+    if lost:
+        log.warning("%s; track(s) %s have no samples at all: their share goes to the other tracks", msg, lost)
+    else:
+        log.warning("%s; their weight goes to the other pools of the same track", msg)
+    total = sum(share[t] for t in left)
+    return [PoolSpec(p.key, p.track, p.shots, p.weight / left[p.track] * share[p.track] / total) for p in kept]
 
 
 def expected_mix(pools: list[PoolSpec]) -> dict:

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from common.fs import filesystem, redact
+from common.output import TRACKS, Output
 from schemas.rows import META_EMB_DIM, SchemaError, check_schema
 
 log = logging.getLogger(__name__)
@@ -29,33 +31,32 @@ class ShardError(RuntimeError):
     """No shards, or shards that cannot make a data set (clear message for the trainer)."""
 
 
-def _resolve(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), str(root)
-
-
 def discover(roots: list[str]) -> list[tuple[pafs.FileSystem, str]]:
-    """Parquet clip shards under ``roots`` (sorted, so every rank sees the same list).
-    A curate output dir contributes its st2v/ and t2v/ (never its ledger/)."""
+    """Parquet clip shards under ``roots`` (sorted, so every rank sees the same list). A curate
+    output (a folder or URI) contributes the st2v/ and t2v/ files its commit log names (never its
+    ledger/, nor files a killed run left uncommitted); any other folder, every Parquet file in it."""
     out: list[tuple[pafs.FileSystem, str]] = []
     for root in roots:
-        fs, path = _resolve(root)
+        fs, path = filesystem(root)
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
-            raise ShardError(f"shard root {root} does not exist")
+            raise ShardError(f"shard root {redact(root)} does not exist")
         if info.type == pafs.FileType.File:
             out.append((fs, path))
             continue
-        subdirs = [f"{path.rstrip('/')}/{t}" for t in ("st2v", "t2v")]
+        subdirs = [f"{path.rstrip('/')}/{t}" for t in TRACKS]
         present = [d for d in subdirs if fs.get_file_info(d).type == pafs.FileType.Directory]
+        if present:
+            output = Output(root, fs, path)
+            records = output.commit_records()
+            out.extend((fs, output.path(rel)) for t in TRACKS for rel in output.dataset_files(t, records))
+            continue
         files = []
-        for d in present or [path]:
-            for f in fs.get_file_info(pafs.FileSelector(d, recursive=True)):
-                parts = f.path.split("/")
-                if f.type == pafs.FileType.File and f.path.endswith(".parquet") and "ledger" not in parts \
-                        and not any(p.startswith((".", "_")) for p in parts[-1:]):
-                    files.append(f.path)
+        for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+            parts = f.path.split("/")
+            if f.type == pafs.FileType.File and f.path.endswith(".parquet") and "ledger" not in parts \
+                    and not any(p.startswith((".", "_")) for p in parts[-1:]):
+                files.append(f.path)
         out.extend((fs, p) for p in sorted(files))
     if not out:
         raise ShardError(f"no Parquet shards under {roots}")

@@ -2,9 +2,11 @@
 and the captioner (one module, because the backend and both stages read all three)."""
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_serializer
 
 from schemas.base import Strict
 
@@ -17,17 +19,33 @@ class LLMConfig(Strict):
     backend: Literal["rules", "transformers", "openai"] = "rules"
     model: Optional[str] = None  # hub id or local path (transformers); served model name (openai)
     endpoint: str = "http://127.0.0.1:8000/v1"  # base URL of the OpenAI-compatible server
-    api_key_env: Optional[str] = "OPENAI_API_KEY"  # env var holding the key; unset means none sent
+    # The key, read from this environment variable when set (the way to pass it: it never enters
+    # a config file, a command line or run.json) ...
+    api_key_env: Optional[str] = "OPENAI_API_KEY"
+    # ... or given here (it wins over the variable). Never written out: dumps, run.json and the
+    # resolved config show "**********". No key at all means no Authorization header is sent.
+    api_key: Optional[SecretStr] = None
     # Requests in flight per worker: vLLM batches concurrent requests itself, so a few dozen keep
-    # one server busy without flooding its queue.
+    # one server busy without flooding its queue. Also the size of the worker's connection pool.
     concurrency: int = Field(8, ge=1)
-    # A VLM answer with several images can take seconds on a loaded server; a minute means it is stuck.
+    # Read timeout per attempt: a VLM answer with several images can take seconds on a loaded
+    # server; a minute without a byte means it is stuck.
     timeout_s: float = Field(60.0, gt=0)
-    # Retries after the first attempt, for transport errors and for output that fails validation
-    # (sampling at temperature > 0 or a retry often fixes a truncated or chatty answer).
+    # A server on the cluster network accepts a connection within milliseconds; seconds without
+    # one means it is down or unreachable, and waiting longer only delays the retry.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # Retries after the first attempt. The HTTP client retries connection errors, timeouts, 429 and
+    # 5xx that often per request; other 4xx never (the request itself was refused). The stages
+    # re-ask an answer that fails validation that often too (sampling at temperature > 0 or a
+    # retry often fixes a truncated or chatty answer).
     retries: int = Field(2, ge=0)
-    backoff_s: float = Field(1.0, ge=0)  # doubled after each failed attempt
+    # Backoff of attempt k: backoff_s * 2**k capped at backoff_max_s, jittered to 50-100 % so
+    # workers rejected together do not return together.
+    backoff_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+    # A 429/503 Retry-After is honoured (the wait is at least that) up to this long; a server
+    # asking for more is treated as unavailable now rather than stalling the worker for it.
+    retry_after_max_s: float = Field(120.0, ge=0)
     # Sent as response_format json_schema so vLLM/SGLang constrain decoding to the schema.
     guided_json: bool = True
     temperature: float = Field(0.0, ge=0)
@@ -39,6 +57,27 @@ class LLMConfig(Strict):
     batch_size: int = Field(4, ge=1)  # clips per generate() call of the local VLM
     device: Optional[str] = None  # None: cuda when the worker has a GPU, else cpu
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_serializer("api_key", when_used="always")
+    def _mask_key(self, key: Optional[SecretStr]) -> Optional[str]:
+        # every dump (YAML of --print-config, run.json, cache keys) shows the mask, never the key
+        return None if key is None else "**********"
+
+    def api_key_value(self) -> Optional[str]:
+        """The key to send: ``api_key``, else the variable ``api_key_env`` names, else None."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+_SECRET_ARG = re.compile(r"^((?:--set=)?[\w.]*api_key=).+$")
+
+
+def mask_secret_args(argv: list[str]) -> list[str]:
+    """A command line fit to record: the value of any ``--set ...api_key=VALUE`` masked."""
+    return [_SECRET_ARG.sub(r"\1**********", a) for a in argv]
 
 
 class CharacterFilterConfig(Strict):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.engine.writer import COMMITS, ShardWriter, read_ledger, recover
+from common.output import COMMITS, TRACKS, Output
+from pipeline.engine.writer import read_ledger
 from tests.conftest import ROOT, run_mocha
 
 
@@ -22,11 +23,8 @@ def _ids(out: Path) -> list[str]:
 
 
 def _track_ids(out: Path) -> list[str]:
-    ids = []
-    for track in ("st2v", "t2v"):
-        for f in (out / track).glob("*.parquet"):
-            ids += pq.read_table(f, columns=["clip_id"]).column("clip_id").to_pylist()
-    return ids
+    o = Output.open(str(out))
+    return [i for t in TRACKS for rel in o.dataset_files(t) for i in pq.read_table(out / rel, columns=["clip_id"]).column(0).to_pylist()]
 
 
 @pytest.mark.realdata
@@ -60,32 +58,6 @@ def test_hard_kill_then_rerun_finishes_only_missing_work(real_dir, tmp_path):
     assert set(final) == set(_ids(ref))
     assert sorted(_track_ids(out)) == sorted(_track_ids(ref))
     assert not list(out.rglob("*.tmp"))
-
-
-def _row(uri, i, n):
-    return {"source_uri": uri, "source_num_rows": n, "clip_id": f"{uri}-{i}", "status": "rejected",
-            "reject_stage": "scenes", "reject_reason": "too_short", "start_s": float(i), "end_s": i + 1.0}
-
-
-def test_committed_flush_rolls_forward_and_uncommitted_is_discarded(tmp_path):
-    w = ShardWriter(tmp_path, max_rows=1)
-    w.add(_row("a", 0, 1))  # flush 0 committed
-    # simulate a crash between the commit record and the renames of flush 1
-    w.add(_row("b", 0, 1))
-    rec = json.loads((tmp_path / COMMITS / "000001.json").read_text())
-    final = tmp_path / rec["files"][0]
-    os.replace(final, final.with_name(final.name + ".tmp"))
-    # and an uncommitted temporary from a flush that never reached its commit record
-    (tmp_path / "ledger" / "part-000002.parquet.tmp").write_bytes(b"partial")
-    done, next_part = recover(tmp_path)
-    assert done == {"a", "b"} and next_part == 2
-    assert final.exists() and not list(tmp_path.rglob("*.tmp"))
-    assert sorted(_ids(tmp_path)) == ["a-0", "b-0"]
-
-
-def test_rows_of_one_source_wait_for_the_whole_source(tmp_path):
-    w = ShardWriter(tmp_path, max_rows=1)
-    assert w.add(_row("a", 0, 2)) is None
-    assert not list((tmp_path / "ledger").glob("*.parquet"))
-    assert len(w.add(_row("a", 1, 2))) == 2
-    assert sorted(_ids(tmp_path)) == ["a-0", "a-1"]
+    # what the killed run had written but not committed was removed, and nothing else is left over
+    committed = {f for r in Output.open(str(out)).commit_records() for f in r["files"]}
+    assert {str(p.relative_to(out)) for p in out.glob("*/*.parquet")} == committed

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from pipeline.source.scenes import Scene, ScenesConfig, detect_scenes, windows_for
@@ -5,14 +6,19 @@ from pipeline.source.scenes import Scene, ScenesConfig, detect_scenes, windows_f
 
 @pytest.mark.realdata
 def test_content_detector_defaults_reproduce_published_cuts(real_dir):
-    scenes, cuts = detect_scenes(str(real_dir / "cuts_nature_noperson_noaudio.mp4"), ScenesConfig(detector="content"))
+    scan = detect_scenes(str(real_dir / "cuts_nature_noperson_noaudio.mp4"), ScenesConfig(detector="content"))
+    scenes, cuts = scan.scenes, scan.cuts
     assert [s.start_frame for s in scenes[1:]] == [30, 180, 394]
     assert cuts == pytest.approx([30 / 29.97, 180 / 29.97, 394 / 29.97], abs=1 / 29.97)
 
 
 @pytest.mark.realdata
 def test_vfr_cut_times_match_published_within_one_frame(real_dir):
-    _, cuts = detect_scenes(str(real_dir / "cuts_movie_goldeneye_vfr_noaudio.mp4"), ScenesConfig(detector="content"))
+    scan = detect_scenes(str(real_dir / "cuts_movie_goldeneye_vfr_noaudio.mp4"), ScenesConfig(detector="content"))
+    cuts = scan.cuts
+    # the scan notes every decoded frame: 160 of them (every 3rd dropped), keyframes among them
+    assert len(scan.frame_times) == 160 and np.all(np.diff(scan.frame_times) > 0)
+    assert scan.keyframes[0] == (0.0, 0) and all(scan.frame_times[i] == t for t, i in scan.keyframes)
     assert len(cuts) == 2
     frame = 1001 / 24000
     assert abs(cuts[0] - 3.754) <= frame and abs(cuts[1] - 8.759) <= frame
@@ -21,10 +27,11 @@ def test_vfr_cut_times_match_published_within_one_frame(real_dir):
 @pytest.mark.realdata
 def test_adaptive_default_and_detector_args(real_dir):
     path = str(real_dir / "cuts_nature_noperson_noaudio.mp4")
-    scenes, _ = detect_scenes(path, ScenesConfig())
+    scenes = detect_scenes(path, ScenesConfig()).scenes
     assert [s.start_frame for s in scenes[1:]] == [30, 180, 394, 691]
     # a huge threshold finds no cut: the args reach the detector
-    scenes, cuts = detect_scenes(path, ScenesConfig(detector="content", detector_args={"threshold": 255.0}))
+    scan = detect_scenes(path, ScenesConfig(detector="content", detector_args={"threshold": 255.0}))
+    scenes, cuts = scan.scenes, scan.cuts
     assert cuts == [] and len(scenes) == 1
 
 

@@ -108,6 +108,31 @@ def test_missing_shot_size_is_an_error_unless_renormalisation_is_allowed(tmp_pat
     assert abs(sum(p.weight for p in s.pools(2)) - 1) < 1e-9
 
 
+@pytest.mark.parametrize("stage", [1, 2, 3, 4])
+def test_empty_shot_pools_keep_the_80_20_track_share(tmp_path, video, stage):
+    """The curated real clips have no st2v medium close-up: every stage still draws st2v 80 % /
+    t2v 20 %, the missing shot's weight going to the st2v shots that exist, in proportion."""
+    write_shards(tmp_path, mixed_rows({("st2v", "close_up"): 6, ("st2v", "medium"): 4, ("st2v", "wide"): 3,
+                                       ("t2v", "medium"): 4}, video))
+    idx = build_index([str(tmp_path)], DIM)
+    cur = DataConfig(curriculum={"allow_missing_pools": True}).curriculum
+    s = CurriculumSampler(idx, cur, seed=stage)
+    want = expected_mix(s.pools(stage))
+    assert want["track"] == pytest.approx({"st2v": 0.8, "t2v": 0.2})
+    conf = {k: v for k, v in cur.stages[stage].shot_mix.items() if k != "medium_close_up"}
+    assert want["st2v_shot"] == pytest.approx({k: v / sum(conf.values()) for k, v in conf.items()})
+    n = 10_000
+    track = Counter(idx.items[s.draw(stage)[0]].track for _ in range(n))
+    assert abs(track["st2v"] / n - 0.8) <= 0.02 and abs(track["t2v"] / n - 0.2) <= 0.02
+
+
+def test_a_track_without_samples_gives_its_share_to_the_others(tmp_path, video):
+    write_shards(tmp_path, mixed_rows({("st2v", "close_up"): 6}, video))
+    idx = build_index([str(tmp_path)], DIM)
+    s = CurriculumSampler(idx, DataConfig(curriculum={"allow_missing_pools": True}).curriculum, 0)
+    assert [(p.key, p.weight) for p in s.pools(2)] == [("st2v/close_up", pytest.approx(1.0))]
+
+
 def test_pools_span_several_roots(tmp_path, video):
     a, b = tmp_path / "curated", tmp_path / "textonly"
     write_shards(a, mixed_rows({("st2v", "close_up"): 5}, video))

@@ -29,7 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class LLMError(Exception):
+    """``final``: the backend already retried this as far as it should (an HTTP client's own
+    retry policy, or a request the server refused), so :meth:`ChatBackend.ask` does not re-ask."""
+
     reason = "llm_error"
+
+    def __init__(self, *args, final: bool = False):
+        super().__init__(*args)
+        self.final = final
 
 
 class LLMUnavailable(LLMError):
@@ -175,7 +182,8 @@ class ChatBackend(LLMBackend):
 
     def ask(self, queries: Sequence[Query]) -> list[Result]:
         """Complete and parse every query; failed ones are retried together, with backoff,
-        up to ``cfg.retries`` times. The last error of a query is its result."""
+        up to ``cfg.retries`` times, except errors the backend marks final. The last error of a
+        query is its result."""
         results: list[Result] = [LLMUnavailable("not attempted")] * len(queries)
         pending = list(range(len(queries)))
         for attempt in range(self.cfg.retries + 1):
@@ -192,6 +200,8 @@ class ChatBackend(LLMBackend):
             for i, out in zip(pending, outs):
                 if isinstance(out, Exception):
                     results[i] = out
+                    if getattr(out, "final", False):
+                        continue
                 else:
                     try:
                         results[i] = parse_strict(out, queries[i].schema)

@@ -1,7 +1,11 @@
-"""OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (started by the test)."""
+"""OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (started by the test):
+the request, the retry policy (429 with Retry-After honoured, other 4xx never retried, 5xx and
+transport errors retried up to the limit), the ledger reasons, and an API key that reaches the
+server and nothing else."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 
 import numpy as np
@@ -99,12 +103,59 @@ def test_retry_recovers_from_one_bad_answer(video):
     assert row["reject_stage"] is None and row["character_verdict"]
 
 
-def test_http_500_gives_unavailable_after_retries(video):
-    with StubChatServer(reply=VALID_VERDICT, status=500) as srv:
+def error_of(row: dict) -> str:
+    return json.loads(row["backends"])["character"]["error"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_retried_up_to_the_limit(video, status):
+    with StubChatServer(reply=VALID_VERDICT, status=status) as srv:
         (row,) = run_filter(llm_cfg(srv.url, retries=2), [make_row(video)])
-        assert srv.requests == 3
+        assert srv.requests == 3  # first attempt + 2 retries, and no re-ask on top
     assert row["reject_reason"] == "llm_unavailable"
-    assert "HTTP 500" in json.loads(row["backends"])["character"]["error"]
+    assert f"HTTP {status} from {srv.url}/chat/completions" in error_of(row) and "(after 3 attempts)" in error_of(row)
+
+
+def test_a_transient_5xx_recovers(video):
+    with StubChatServer(reply=VALID_VERDICT, status=lambda i: 503 if i == 1 else 200) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=2), [make_row(video)])
+        assert srv.requests == 2
+    assert row["reject_stage"] is None and row["character_verdict"]
+
+
+def test_429_waits_at_least_what_retry_after_asks(video):
+    # the backoff alone would wait ~10 ms: only the server's Retry-After explains a 1 s gap
+    with StubChatServer(reply=VALID_VERDICT, status=lambda i: 429 if i == 1 else 200,
+                        headers={"Retry-After": "1"}) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=2, backoff_s=0.01), [make_row(video)])
+        assert srv.requests == 2
+        gap = srv.arrivals[1] - srv.arrivals[0]
+    assert row["reject_stage"] is None and row["character_verdict"]
+    assert gap >= 1.0
+
+
+def test_a_retry_after_beyond_the_allowed_wait_fails_at_once(video):
+    with StubChatServer(reply=VALID_VERDICT, status=429, headers={"Retry-After": "3600"}) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=3, retry_after_max_s=5), [make_row(video)])
+        assert srv.requests == 1
+    assert row["reject_reason"] == "llm_unavailable"
+    assert "HTTP 429" in error_of(row) and "retry after 3600 s, longer than llm.retry_after_max_s=5" in error_of(row)
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_other_4xx_is_never_retried(video, status):
+    with StubChatServer(reply=VALID_VERDICT, status=status) as srv:
+        (row,) = run_filter(llm_cfg(srv.url, retries=3), [make_row(video)])
+        assert srv.requests == 1
+    assert (row["reject_stage"], row["reject_reason"]) == ("character", "llm_unavailable")
+    assert f"HTTP {status}" in error_of(row) and "not retried: the server refused the request itself" in error_of(row)
+
+
+def test_401_points_at_the_key_settings(video):
+    with StubChatServer(reply=VALID_VERDICT, status=401) as srv:
+        (row,) = run_filter(llm_cfg(srv.url), [make_row(video)])
+        assert srv.requests == 1
+    assert "check llm.api_key / llm.api_key_env" in error_of(row)
 
 
 def test_slow_answer_past_timeout_gives_unavailable(video):
@@ -112,17 +163,98 @@ def test_slow_answer_past_timeout_gives_unavailable(video):
         (row,) = run_filter(llm_cfg(srv.url, retries=1, timeout_s=0.3), [make_row(video)])
         assert srv.requests == 2
     assert row["reject_reason"] == "llm_unavailable"
-    assert "within 0.3 s" in json.loads(row["backends"])["character"]["error"]
+    assert f"no answer from {srv.url}/chat/completions within 0.3 s (after 2 attempts)" in error_of(row)
 
 
-def test_closed_port_gives_unavailable(video):
+def closed_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    (row,) = run_filter(llm_cfg(f"http://127.0.0.1:{port}/v1", retries=1), [make_row(video)])
+    return port
+
+
+def test_closed_port_gives_unavailable(video):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    (row,) = run_filter(llm_cfg(url, retries=1), [make_row(video)])
     assert row["reject_reason"] == "llm_unavailable"
-    assert "cannot connect" in json.loads(row["backends"])["character"]["error"]
+    assert error_of(row).startswith(f"cannot connect to {url}/chat/completions: ConnectError")
+    assert "(after 2 attempts)" in error_of(row)
+
+
+# -- the API key ----------------------------------------------------------------------------------
+KEY = "sk-test-0123456789abcdef"
+
+
+def test_key_from_the_environment_reaches_the_server_and_nothing_else(video, monkeypatch, caplog):
+    monkeypatch.setenv("MOCHA_TEST_LLM_KEY", KEY)
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every exchange at debug level
+    # a careless proxy that repeats the Authorization header in its error body
+    with StubChatServer(reply=VALID_VERDICT, status=lambda i: 503 if i == 1 else 400, echo_auth=True) as srv:
+        cfg = llm_cfg(srv.url, retries=2, api_key_env="MOCHA_TEST_LLM_KEY", model=None)
+        (row,) = run_filter(cfg, [make_row(video)])
+        assert srv.auth == [f"Bearer {KEY}"] * 3  # GET /models, then the 503 and the 400
+    assert "stub failure for Bearer ***" in error_of(row)
+    assert KEY not in row["backends"] and KEY not in caplog.text
+    assert "HTTP Request: POST" in caplog.text  # the client's log was captured: the check above is real
+
+
+def test_config_key_wins_and_every_dump_masks_it(monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    cfg = LLMConfig(api_key=KEY)
+    assert cfg.api_key_value() == KEY
+    for dump in (cfg.model_dump_json(), yaml.safe_dump(cfg.model_dump()), repr(cfg), str(cfg)):
+        assert KEY not in dump
+    assert json.loads(cfg.model_dump_json())["api_key"] == "**********"
+    assert LLMConfig().api_key_value() == "sk-from-env" and LLMConfig(api_key_env=None).api_key_value() is None
+
+
+def test_no_key_sends_no_authorization(video, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with StubChatServer(reply=VALID_VERDICT) as srv:
+        run_filter(llm_cfg(srv.url), [make_row(video)])
+        assert srv.auth == [None]
+
+
+def test_a_key_on_the_command_line_is_masked_in_the_recorded_command():
+    from pipeline.stages.language.config import mask_secret_args
+
+    argv = ["mocha", "curate", "--set", f"llm.api_key={KEY}", f"--set=llm.api_key={KEY}", "--set", "llm.api_key_env=K"]
+    assert mask_secret_args(argv) == ["mocha", "curate", "--set", "llm.api_key=**********",
+                                      "--set=llm.api_key=**********", "--set", "llm.api_key_env=K"]
+
+
+@pytest.mark.slow
+def test_curate_run_keeps_the_key_out_of_run_json_logs_and_ledger(tmp_path):
+    """End to end: the key reaches the server; run.json, the ledger and the job's output never
+    hold it, and the ledger gives the row a clear reason."""
+    from common.media import VIDEO_FPS
+    from common.synth import synth_talking_frames
+    from pipeline.engine.writer import read_ledger
+    from tests.conftest import run_mocha
+
+    src = tmp_path / "character.mp4"
+    src.write_bytes(encode_mp4(synth_talking_frames(3.0, 320, 240, (100, 120, 100), None, 3), VIDEO_FPS))
+    cfg = tmp_path / "llm.yaml"
+    cfg.write_text(f"llm:\n  backend: openai\n  api_key: {KEY}\n  retries: 1\n  backoff_s: 0.01\n")
+    out = tmp_path / "out"
+    with StubChatServer(reply=VALID_VERDICT, status=400, echo_auth=True) as srv:
+        proc = run_mocha("curate", str(src), "--output", str(out), "--runner", "local", "--no-progress",
+                         "--config", str(cfg), "--set", f"llm.endpoint={srv.url}", "--set", "llm.api_key_env=OTHER",
+                         env={"OTHER": "sk-other-key", "PYTHONUNBUFFERED": "1"})
+        assert srv.auth and set(srv.auth) == {f"Bearer {KEY}"}
+    run_json = (out / "run.json").read_text()
+    assert json.loads(run_json)["config"]["llm"]["api_key"] == "**********"
+    ledger = read_ledger(out).to_pylist()
+    rejected = [r for r in ledger if r["reject_stage"] == "character"]
+    assert rejected and all(r["reject_reason"] == "llm_unavailable" for r in rejected)
+    assert "HTTP 400" in json.loads(rejected[0]["backends"])["character"]["error"]
+    shards = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for secret in (KEY, "sk-other-key"):
+        assert secret not in run_json and secret not in proc.stdout + proc.stderr
+        assert secret.encode() not in shards
 
 
 def test_concurrency_never_exceeds_limit(video):

@@ -1,0 +1,208 @@
+"""Long sources: wall time against a plain decode, the split/cut worker's peak memory by source
+length, and the time share of each step, on synthetic "episodes" made of the real clips (talking
+close-up and medium shots, nature, music) rescaled to 640x360 at 25 fps with AAC audio, cut hard.
+
+    .venv/bin/python benchmarks/bench_long_source.py [--minutes 10 30 60] [--episode-minutes 20]
+        [--real ../shared/data/real] [--cache /tmp/mocha_episodes]
+
+Prints, never asserts. Episodes are cached (building a 60-minute one takes minutes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLIPS = ["closeup_talk_hdtf_katiehill.mp4", "cuts_nature_noperson_noaudio.mp4", "medium_talk_latentsync_demo2.mp4",
+         "face_music_only_lp_d14.mp4", "medium_talk_latentsync_demo1.mp4", "medium_person_music_only_lp_s18.mp4"]
+
+
+def build_episode(real: Path, minutes: float, path: Path) -> Path:
+    """Real clips at 640x360 (letterboxed), concatenated with hard cuts until ``minutes``."""
+    import av
+
+    from common import media
+
+    if path.exists():
+        return path
+    parts = []
+    for name in CLIPS:
+        f = real / name
+        frames, times = media.decode_video(str(f))
+        idx = media.resample_times(times, 0.0, float(times[-1]) + 1 / 25, 25.0)
+        pcm = media.decode_audio(str(f))
+        pcm = np.zeros(int(len(idx) / 25 * 16000), np.float32) if pcm is None else pcm
+        parts.append((frames, idx, pcm))
+    tmp = path.with_suffix(".partial.mp4")
+    with av.open(str(tmp), "w") as c:
+        v = c.add_stream("libx264", rate=Fraction(25))
+        v.width, v.height, v.pix_fmt = 640, 360, "yuv420p"
+        v.options = {"preset": "veryfast", "crf": "23", "x264-params": "log-level=error"}
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        n, t_audio, k = 0, 0, 0
+        while n < minutes * 60 * 25:
+            frames, idx, pcm = parts[k % len(parts)]
+            k += 1
+            for i in idx:
+                img = _fit(frames[i])
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts = n
+                n += 1
+                for pkt in v.encode(f):
+                    c.mux(pkt)
+            seg = pcm[: int(len(idx) / 25 * 16000)]
+            for j in range(0, len(seg), 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(seg[None, j:j + 1024]), format="flt", layout="mono")
+                af.sample_rate, af.pts = 16000, t_audio
+                t_audio += af.samples
+                for pkt in a.encode(af):
+                    c.mux(pkt)
+        for s in (v, a):
+            for pkt in s.encode(None):
+                c.mux(pkt)
+    tmp.rename(path)
+    return path
+
+
+def _fit(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = min(640 / w, 360 / h)
+    small = cv2.resize(img, (max(2, int(w * s)) // 2 * 2, max(2, int(h * s)) // 2 * 2))
+    out = np.zeros((360, 640, 3), np.uint8)
+    y, x = (360 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
+def plain_decode_s(path: Path) -> float:
+    from common import media
+
+    t = time.perf_counter()
+    for _ in media.iter_frames(str(path)):
+        pass
+    media.decode_audio(str(path))
+    return time.perf_counter() - t
+
+
+_PEAK = r"""
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from pipeline.engine.config import load_config
+from pipeline.source.split import cut_segment, plan_source
+cfg = load_config(None, [])
+t = time.perf_counter(); segs = rows = 0
+for seg in plan_source({{"source_uri": {src!r}}}, cfg):
+    rows += len(cut_segment(seg, cfg).rows); segs += 1
+print(segs, rows, round(time.perf_counter() - t, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def split_worker_peak(path: Path) -> tuple[int, int, float, int]:
+    out = subprocess.run([sys.executable, "-c", _PEAK.format(root=str(ROOT), src=str(path))], capture_output=True,
+                         text=True, check=True)
+    segs, rows, secs, mb = out.stdout.split()
+    return int(segs), int(rows), float(secs), int(mb)
+
+
+def curate_s(inputs: list[str], extra: list[str] = ()) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mocha", "curate", *inputs, "--output", f"{d}/out", "--no-progress", *extra],
+                       cwd=ROOT, check=True, capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        wall = time.perf_counter() - t
+        return wall, json.loads(Path(f"{d}/out/run.json").read_text())
+
+
+def step_shares(path: Path) -> dict[str, float]:
+    """Seconds per step for one source, in this process (the local runner's steps, timed)."""
+    from pipeline.engine.config import load_config
+    from pipeline.engine.plan import build_stages, stage_plan
+    from pipeline.finalize.finish import finish_rows
+    from pipeline.source import split
+
+    cfg = load_config(None, [])
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *a):
+        t = time.perf_counter()
+        out = fn(*a)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    ops = [(name, build_stages(stages, cfg), res) for name, stages, res in stage_plan(cfg)]
+    plan = split.plan_source({"source_uri": str(path)}, cfg)
+    while True:
+        seg = timed("plan (probe, scene scan, audio)", next, plan, None)
+        if seg is None:
+            break
+        seg = timed("cut (decode + encode)", split.cut_segment, seg, cfg)
+        for name, stages, res in ops:
+            for st in stages:
+                rows = seg.rows
+                for i in range(0, len(rows), res.batch_size):
+                    timed(f"stage {st.name}", st.run, rows[i:i + res.batch_size])
+        timed("finalize (route, encode audio, group)", finish_rows, seg.rows, cfg)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", default=str(ROOT.parent / "shared" / "data" / "real"))
+    ap.add_argument("--minutes", type=float, nargs="*", default=[10, 30, 60])
+    ap.add_argument("--episode-minutes", type=float, default=20)
+    ap.add_argument("--cache", default="/tmp/mocha_episodes")
+    ap.add_argument("--skip-curate", action="store_true")
+    a = ap.parse_args()
+    real = Path(a.real)
+    if not real.is_dir():
+        print(f"real data not found at {real}; nothing to measure")
+        return
+    cache = Path(a.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} cores; embedded defaults")
+
+    print("\n== split/cut worker peak memory by source length (plan + cut of every segment, one process)")
+    for m in a.minutes:
+        ep = build_episode(real, m, cache / f"episode_{m:g}min.mp4")
+        segs, rows, secs, mb = split_worker_peak(ep)
+        print(f"{m:5g} min: {segs:4d} segments, {rows:5d} rows, {secs:7.1f} s, peak RSS {mb} MiB")
+
+    if not a.skip_curate:
+        print("\n== mocha curate wall time against a plain PyAV decode of the same files (same run)")
+        files = [str(p) for p in sorted(real.glob("*.mp4"))]
+        dec = sum(plain_decode_s(Path(f)) for f in files)
+        wall, run = curate_s(files)
+        print(f"real clips: decode {dec:.1f} s, curate {wall:.1f} s (incl. Ray start) = {wall / dec:.1f}x; "
+              f"{run['counts']['clips']} clips")
+        ep = build_episode(real, a.episode_minutes, cache / f"episode_{a.episode_minutes:g}min.mp4")
+        dec = plain_decode_s(ep)
+        wall, run = curate_s([str(ep)])
+        print(f"{a.episode_minutes:g}-min episode: decode {dec:.1f} s, curate {wall:.1f} s = {wall / dec:.1f}x; "
+              f"{run['counts']['clips']} clips, status {run['counts']['status']}")
+
+    print("\n== time share per step (in-process, one 10-minute episode)")
+    times = step_shares(build_episode(real, 10, cache / "episode_10min.mp4"))
+    total = sum(times.values())
+    for k, v in sorted(times.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:42s} {v:8.1f} s  {100 * v / total:5.1f} %")
+    print(f"  {'total':42s} {total:8.1f} s")
+    print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
+
+
+if __name__ == "__main__":
+    main()
