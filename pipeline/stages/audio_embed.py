@@ -1,4 +1,8 @@
-"""Wav2Vec2 speech embeddings (``model.wav2vec2``): one float16 vector per video frame."""
+"""Wav2Vec2 speech embeddings (``model.wav2vec2``): one float16 vector per video frame.
+
+The stage embeds the clips of a batch together (``model.wav2vec2.embed_audio_batch``: padded
+and masked so each clip gets the features it would get alone), on the device Ray assigned.
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,7 +10,7 @@ from typing import Optional
 from pydantic import Field
 
 from common.weights import ModelMissing
-from model.wav2vec2 import embed_audio, load_wav2vec2
+from model.wav2vec2 import embed_audio_batch, load_wav2vec2
 from pipeline.engine.stage import Stage, StageResult, backend_label
 from schemas.base import Strict
 
@@ -17,6 +21,11 @@ class AudioEmbedConfig(Strict):
     # Which hidden state to keep: -1 = last layer.
     layer: int = -1
     max_seconds_per_pass: float = Field(30.0, gt=0)
+    # Passes (clips, or 30 s pieces of longer ones) per forward. The rows a call sees are the
+    # Ray batch (resources.audio_embed.batch_size); this splits them further. Padding costs
+    # compute on the shorter items, and on CPU a batch gains little over one at a time
+    # (benchmarks/bench_batching.py); on a GPU larger batches fill the device.
+    batch_size: int = Field(8, ge=1)
 
 
 class AudioEmbedStage(Stage):
@@ -45,10 +54,17 @@ class AudioEmbedStage(Stage):
             return backend_label("none", True, model=self.cfg.model, reason=self.missing)
         return backend_label("wav2vec2", False, model=self.cfg.model, layer=self.cfg.layer)
 
-    def process(self, row: dict) -> StageResult:
-        if self.net is None or row.get("st2v_block") is not None or not row.get("has_audio"):
-            # t2v-bound rows carry no embedding by contract
-            return StageResult.kept(audio_emb=None, backend=None if self.net is None else {})
-        emb = embed_audio(self.net, self.fe, row["audio_pcm"], float(row["fps"]), int(row["num_frames"]),
-                          self.cfg.layer, self.cfg.max_seconds_per_pass)
-        return StageResult.kept(audio_emb=emb)
+    def _wants(self, row: dict) -> bool:
+        # t2v-bound rows carry no embedding by contract
+        return self.net is not None and row.get("st2v_block") is None and bool(row.get("has_audio"))
+
+    def process_batch(self, rows: list[dict]) -> list[StageResult]:
+        results = [StageResult.kept(audio_emb=None, backend=None if self.net is None else {}) for _ in rows]
+        todo = [i for i, r in enumerate(rows) if self._wants(r)]
+        if todo:
+            clips = [(rows[i]["audio_pcm"], float(rows[i]["fps"]), int(rows[i]["num_frames"])) for i in todo]
+            embs = embed_audio_batch(self.net, self.fe, clips, self.cfg.layer, self.cfg.max_seconds_per_pass,
+                                     self.cfg.batch_size)
+            for i, emb in zip(todo, embs):
+                results[i] = StageResult.kept(audio_emb=emb)
+        return results

@@ -28,6 +28,10 @@ class MusicConfig(Strict):
     # Above this share of non-vocal energy the speech is too buried for lip-sync learning.
     max_music_ratio: float = Field(0.35, ge=0, le=1)
     frame_ms: int = Field(32, ge=8)
+    # Demucs segments (7.8 s of audio each for htdemucs; a 10 s clip is two) per forward,
+    # across the clips of a Ray batch (resources.music.batch_size). Activation memory grows
+    # linearly with it; on a GPU larger batches keep the device busy.
+    demucs_batch_size: int = Field(4, ge=1)
 
 
 log = logging.getLogger(__name__)
@@ -98,25 +102,97 @@ def load_demucs(model: str, models_dir: Optional[str] = None):
     return net, path.name
 
 
-def separate_vocals(net, pcm: np.ndarray) -> np.ndarray:
-    """Vocals stem of 16 kHz mono ``pcm`` (16 kHz mono out, same length)."""
+def _normalised_mix(net, pcm: np.ndarray):
+    """``pcm`` (16 kHz mono) as the model's input: resampled, one copy per model channel,
+    normalised by the clip's own mean and std (demucs' separate.py does the same)."""
     import julius
     import torch
-    from demucs.apply import apply_model
 
     x = torch.from_numpy(np.ascontiguousarray(pcm, dtype=np.float32)).to(next(net.parameters()).device)
     x = julius.resample_frac(x, AUDIO_RATE, net.samplerate)
     wav = x[None].expand(net.audio_channels, -1)
     ref = wav.mean(0)
     mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.inference_mode():
-        stems = apply_model(net, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25, progress=False)[0]
+    return ((wav - mean) / std)[None], mean, std
+
+
+def _vocals_out(net, stems, mean, std, n: int) -> np.ndarray:
+    """The vocals stem of (sources, channels, length) ``stems``, de-normalised, back at 16 kHz
+    mono and exactly ``n`` samples long."""
+    import julius
+
     vocals = stems[list(net.sources).index("vocals")] * std + mean
     out = julius.resample_frac(vocals.mean(0), net.samplerate, AUDIO_RATE).cpu().numpy()
-    out = out[: len(pcm)]
-    if len(out) < len(pcm):
-        out = np.pad(out, (0, len(pcm) - len(out)))
+    out = out[:n]
+    if len(out) < n:
+        out = np.pad(out, (0, n - len(out)))
     return out.astype(np.float32)
+
+
+def separate_vocals(net, pcm: np.ndarray, overlap: float = 0.25) -> np.ndarray:
+    """Vocals stem of 16 kHz mono ``pcm`` (16 kHz mono out, same length), one clip through
+    demucs' own ``apply_model`` (split into overlapping segments, no random shifts)."""
+    import torch
+    from demucs.apply import apply_model
+
+    mix, mean, std = _normalised_mix(net, pcm)
+    with torch.inference_mode():
+        stems = apply_model(net, mix, shifts=0, split=True, overlap=overlap, progress=False)[0]
+    return _vocals_out(net, stems, mean, std, len(pcm))
+
+
+def can_batch(net) -> bool:
+    """Segment batching needs one model with a fixed segment (HTDemucs, Demucs v3); a bag of
+    models goes through ``apply_model`` clip by clip."""
+    from demucs.apply import BagOfModels
+
+    return not isinstance(net, BagOfModels) and getattr(net, "segment", None)
+
+
+def separate_vocals_batch(net, pcms: list[np.ndarray], batch_size: int = 4, overlap: float = 0.25) -> list[np.ndarray]:
+    """:func:`separate_vocals` of several clips, their segments run ``batch_size`` at a time.
+
+    ``apply_model`` cuts a clip into overlapping segments, pads each to the model's length
+    (``TensorChunk.padded``: real neighbouring samples where there are any, zeros past the
+    ends), runs the model per segment and cross-fades the outputs with a triangular weight.
+    The model treats the items of a batch independently, so running segments of several
+    clips in one forward and cross-fading each clip's own segments with the same weights, in
+    the same order, gives ``apply_model``'s result (tested against it)."""
+    import torch
+    from demucs.apply import TensorChunk
+    from demucs.utils import center_trim
+
+    segment = int(net.samplerate * net.segment)  # as apply_model computes it
+    stride = int((1 - overlap) * segment)
+    device = next(net.parameters()).device
+    weight = torch.cat([torch.arange(1, segment // 2 + 1, device=device),
+                        torch.arange(segment - segment // 2, 0, -1, device=device)])
+    weight = weight / weight.max()  # apply_model's transition_power=1
+    mixes = [_normalised_mix(net, pcm) for pcm in pcms]
+    jobs = []  # (clip, offset, chunk length, padded segment)
+    for ci, (mix, _, _) in enumerate(mixes):
+        for offset in range(0, mix.shape[-1], stride):
+            chunk = TensorChunk(mix, offset, segment)
+            valid = net.valid_length(chunk.length) if hasattr(net, "valid_length") else chunk.length
+            jobs.append((ci, offset, chunk.length, chunk.padded(valid)))
+    outs: dict[int, torch.Tensor] = {}
+    by_len: dict[int, list[int]] = {}
+    for j, job in enumerate(jobs):  # only segments of one padded length share a forward
+        by_len.setdefault(job[3].shape[-1], []).append(j)
+    with torch.inference_mode():
+        for idx in by_len.values():
+            for b in range(0, len(idx), max(1, batch_size)):
+                part = idx[b:b + max(1, batch_size)]
+                res = net(torch.cat([jobs[j][3] for j in part]))
+                for j, r in zip(part, res):
+                    outs[j] = center_trim(r, jobs[j][2])
+        stems = [torch.zeros(len(net.sources), mix.shape[1], mix.shape[-1], device=device) for mix, _, _ in mixes]
+        sums = [torch.zeros(mix.shape[-1], device=device) for mix, _, _ in mixes]
+        for j, (ci, offset, n, _) in enumerate(jobs):  # in offset order, as apply_model adds them
+            stems[ci][..., offset:offset + segment] += weight[:n] * outs[j]
+            sums[ci][offset:offset + segment] += weight[:n]
+    return [_vocals_out(net, st / sm, mean, std, len(pcm))
+            for st, sm, (_, mean, std), pcm in zip(stems, sums, mixes, pcms)]
 
 
 class MusicStage(Stage):
@@ -148,15 +224,28 @@ class MusicStage(Stage):
             info["reason"] = self.missing
         return info
 
-    def process(self, row: dict) -> StageResult:
+    def process_batch(self, rows: list[dict]) -> list[StageResult]:
+        # clips with sound go through Demucs together; the rest need no model
+        loud = [i for i, r in enumerate(rows) if r.get("has_audio") and len(r["audio_pcm"])
+                and float(np.max(np.abs(r["audio_pcm"]))) >= 1e-6]
+        vocals: dict[int, np.ndarray] = {}
+        if self.net is not None and loud:
+            pcms = [rows[i]["audio_pcm"] for i in loud]
+            if can_batch(self.net):
+                outs = separate_vocals_batch(self.net, pcms, self.cfg.demucs_batch_size)
+            else:
+                outs = [separate_vocals(self.net, p) for p in pcms]
+            vocals = dict(zip(loud, outs))
+        return [self._result(r, vocals.get(i)) for i, r in enumerate(rows)]
+
+    def _result(self, row: dict, vocals: Optional[np.ndarray]) -> StageResult:
         if not row.get("has_audio"):
             return StageResult.kept(music_ratio=None)
         pcm = row["audio_pcm"]
         if len(pcm) == 0 or float(np.max(np.abs(pcm))) < 1e-6:
             return StageResult.kept(music_ratio=0.0)
         out: dict = {}
-        if self.net is not None:
-            vocals = separate_vocals(self.net, pcm)
+        if vocals is not None:
             total = float(np.sum(pcm.astype(np.float64) ** 2)) + 1e-12
             ratio = float(np.clip(np.sum((pcm - vocals).astype(np.float64) ** 2) / total, 0.0, 1.0))
             out["audio_pcm"] = vocals  # the cleaned speech is what gets stored and embedded

@@ -14,7 +14,7 @@ import numpy as np
 from common import media
 from common.weights import model_file
 from pipeline.engine.stage import Stage, StageResult
-from pipeline.stages.visual.faces import FaceDetector, FacesConfig, detect_frames, make_detector
+from pipeline.stages.visual.faces import FaceDetector, FacesConfig, detect_sampled, make_detector
 from pipeline.stages.visual.motion import MotionConfig, analyse_motion
 from pipeline.stages.visual.motion import backend_label as motion_backend
 from pipeline.stages.visual.shot import ShotConfig, shot_size
@@ -69,7 +69,7 @@ class VisualStage(Stage):
         return cls(resolve_models(cfg.visual, cfg.run.models_dir), device, cfg.run.models_dir)
 
     def setup(self) -> None:
-        self.detector = make_detector(self.cfg.faces)
+        self.detector = make_detector(self.cfg.faces, self.device)
         self.sync = SyncScorer(self.cfg.sync, self.device)
 
     def backend(self) -> dict:
@@ -94,7 +94,7 @@ class VisualStage(Stage):
         T, H, W = frames.shape[:3]
         fc = self.cfg.faces
 
-        dets = detect_frames(self.detector, frames, fc.detect_every, fc.min_face_px)
+        dets = detect_sampled(self.detector, frames, float(row.get("fps") or media.VIDEO_FPS), fc)
         tracks = track_faces(dets, fc.iou_threshold, fc.max_gap)
         chars = character_tracks(tracks, len(dets), W, H, fc.min_track_len, fc.min_track_coverage)
         num_faces = count_faces(dets, chars)

@@ -64,22 +64,27 @@ def test_snr_estimate_tracks_a_known_background_level():
     assert ratio == pytest.approx(truth, rel=0.15)
 
 
-def test_demucs_backend_loads_a_serialized_model_and_cleans_the_audio(tmp_path):
-    """A tiny random HTDemucs saved in demucs' own package format goes through the same loading
-    code as the published htdemucs checkpoint."""
+@pytest.fixture(scope="module")
+def tiny_htdemucs(tmp_path_factory):
+    """A tiny random HTDemucs saved in demucs' own package format (serialize_model minus its
+    omegaconf training args): the same loading code as the published htdemucs checkpoint.
+    Depth 3 keeps the cross-transformer's sequences short enough for a CPU test."""
     import torch
     from demucs.htdemucs import HTDemucs
     from demucs.states import get_state
 
     torch.manual_seed(0)
-    net = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=2, t_layers=1, nfft=512, dconv_comp=2,
+    net = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=3, t_layers=1, nfft=512, dconv_comp=2,
                    segment=1, bottom_channels=0)
     args, kwargs = net._init_args_kwargs
-    # demucs' own package layout (serialize_model minus its omegaconf training args)
     pkg = {"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": get_state(net, None, False), "training_args": {}}
-    path = tmp_path / "tiny-htdemucs.th"
+    path = tmp_path_factory.mktemp("demucs") / "tiny-htdemucs.th"
     torch.save(pkg, path)
-    st = MusicStage(MusicConfig(backend="demucs", demucs_model=str(path)))
+    return str(path)
+
+
+def test_demucs_backend_loads_a_serialized_model_and_cleans_the_audio(tiny_htdemucs):
+    st = MusicStage(MusicConfig(backend="demucs", demucs_model=tiny_htdemucs))
     pcm = (0.2 * np.sin(2 * np.pi * 220 * np.arange(16000 * 2) / 16000)).astype(np.float32)
     r = _row(pcm)
     r["speech_segments"] = "[[0, 2]]"
@@ -89,6 +94,40 @@ def test_demucs_backend_loads_a_serialized_model_and_cleans_the_audio(tmp_path):
     assert b["backend"] == "demucs" and b["file"] == "tiny-htdemucs.th"
     assert 0.0 <= r["music_ratio"] <= 1.0
     assert r["audio_pcm"].shape == pcm.shape and not np.allclose(r["audio_pcm"], pcm)
+
+
+def _mixes(seed=0):
+    """Clips of different lengths: under one segment, several segments with a short tail."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000 * 4) / 16000
+    tone = 0.2 * np.sin(2 * np.pi * 180 * t)
+    return [(tone[:n] + 0.05 * rng.standard_normal(n)).astype(np.float32) for n in (16000 * 2, 16000 * 3 + 77, 9000)]
+
+
+def test_segment_batches_equal_demucs_apply_model(tiny_htdemucs):
+    """Segments of several clips in one forward give each clip demucs' own ``apply_model``
+    result (which runs one clip, one segment at a time)."""
+    from pipeline.stages.music import load_demucs, separate_vocals, separate_vocals_batch
+
+    net, _ = load_demucs(tiny_htdemucs)
+    pcms = _mixes()
+    alone = [separate_vocals(net, p) for p in pcms]
+    together = separate_vocals_batch(net, pcms, batch_size=8)
+    for a, t, p in zip(alone, together, pcms):
+        assert t.shape == a.shape == p.shape
+        np.testing.assert_allclose(t, a, atol=1e-6 * float(np.abs(a).max()) + 1e-9)
+    assert not np.allclose(together[0][:9000], together[2], atol=1e-4)  # a real per-clip result
+
+
+def test_music_stage_batch_equals_single_rows(tiny_htdemucs):
+    st = MusicStage(MusicConfig(backend="demucs", demucs_model=tiny_htdemucs, demucs_batch_size=3))
+    rows = [_row(p) for p in _mixes(1)] + [_row(np.zeros(16000, np.float32)), _row(np.zeros(0, np.float32), False)]
+    alone = [st.run([dict(r)])[0] for r in rows]
+    together = st.run([dict(r) for r in rows])
+    for a, t in zip(alone, together):
+        assert t["music_ratio"] == pytest.approx(a["music_ratio"], abs=1e-5)
+        np.testing.assert_allclose(t["audio_pcm"], a["audio_pcm"], atol=1e-6)
+    assert [t["music_ratio"] for t in together[3:]] == [0.0, None]
 
 
 def test_demucs_requested_but_missing_is_an_error_naming_fetch(tmp_path):

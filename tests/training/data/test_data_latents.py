@@ -75,3 +75,29 @@ def test_mixed_batch_and_mismatched_latents_fall_back_to_pixels(tmp_path, stage)
     (b,) = list(loader)
     assert "video" in b
     assert loader.snapshot()["workers"][0]["latents_mismatched"] == 1
+
+
+def test_batched_latents_equal_one_at_a_time(vae_path):
+    """Clips of two buckets and one too short, in one batch: each gets the latents it gets
+    alone (the batch is grouped by bucket, so no padding reaches the VAE)."""
+    st = LatentStage(LatentsConfig(enabled=True, vae=vae_path, subfolder=None, num_frames=5,
+                                   buckets=[[32, 32], [32, 48]], batch_size=4))
+    rows = [make_row("a", "st2v", "close_up", colour_clip(30, step=8)),
+            make_row("b", "st2v", "close_up", colour_clip(90, step=5, w=48), w=48),
+            make_row("c", "st2v", "close_up", colour_clip(60, step=3)),
+            make_row("d", "st2v", "close_up", colour_clip(60, n=3), n=3),
+            make_row("e", "st2v", "close_up", colour_clip(150, step=2, w=48), w=48)]
+    alone = [st.run([dict(r)])[0] for r in rows]
+    together = st.run([dict(r) for r in rows])
+    shapes = set()
+    for a, t in zip(alone, together):
+        if a["latents"] is None:
+            assert t["latents"] is None and "shorter" in t["backends"]
+            continue
+        za, zt = latents_from_bytes(a["latents"]), latents_from_bytes(t["latents"])
+        shapes.add(za.shape)
+        np.testing.assert_allclose(zt.astype(np.float32), za.astype(np.float32), atol=2e-3, rtol=1e-3)
+    assert shapes == {(4, 2, 8, 8), (4, 2, 8, 12)}  # both buckets were encoded
+    # the clips really differ, so equal latents are not a constant
+    z = [latents_from_bytes(t["latents"]) for t in together if t["latents"] is not None]
+    assert not np.allclose(z[0], z[2])

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stages.visual.faces import FacesConfig, HaarDetector, detect_frames, make_detector
+from pipeline.stages.visual.faces import (FaceDetector, FacesConfig, HaarDetector, ScrfdDetector, YunetDetector,
+                                          detect_frames, detect_sampled, faces_agree, make_detector, sample_indices)
 from pipeline.stages.visual.shot import ShotConfig, shot_size
 from pipeline.stages.visual.tracking import character_tracks, count_faces, iou, track_faces
 from tests.helpers.visual_clips import frames_25, real
@@ -70,6 +71,80 @@ def test_missing_model_file_names_the_setting(tmp_path):
     assert isinstance(make_detector(FacesConfig()), HaarDetector)  # embedded default
 
 
+# --- sampled detection -------------------------------------------------------------------------
+
+class ScriptedDetector(FaceDetector):
+    """Boxes from a function of the frame index (frames are their own index), counting calls."""
+
+    def __init__(self, boxes_at, batch_size=4):
+        self.boxes_at, self.batch_size = boxes_at, batch_size
+        self.seen: list[int] = []
+        self.calls = 0
+
+    def detect_batch(self, frames):
+        self.calls += 1
+        idx = [int(f[0, 0, 0]) for f in frames]
+        self.seen += idx
+        return [np.asarray(self.boxes_at(i), np.float32).reshape(-1, 5) for i in idx]
+
+
+def _index_frames(n):
+    return np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(3, axis=3)
+
+
+def test_detect_step_follows_the_clip_rate():
+    cfg = FacesConfig(detect_fps=5.0)
+    assert [cfg.detect_step(f) for f in (25.0, 30.0, 50.0, 4.0)] == [5, 6, 10, 1]
+    assert FacesConfig(detect_fps=None, detect_every=3).detect_step(25.0) == 3
+    assert sample_indices(12, 5) == [0, 5, 10, 11] and sample_indices(11, 5) == [0, 5, 10]
+
+
+def test_detect_frames_keeps_its_contract():
+    det = ScriptedDetector(lambda i: [_box(10, 10, s=20 if i % 2 else 40)], batch_size=3)
+    d = detect_frames(det, _index_frames(10), 2, 30)
+    assert sorted(d) == [0, 2, 4, 6, 8] and all(len(v) == 1 for v in d.values())
+    assert det.calls == 2  # five frames in batches of three
+    assert [len(v) for v in detect_frames(det, _index_frames(4), 1, 30).values()] == [1, 0, 1, 0]  # small faces dropped
+
+
+def test_steady_faces_are_detected_at_the_sampled_rate_only():
+    det = ScriptedDetector(lambda i: [_box(100 + i, 50, s=60)])  # a face drifting 1 px per frame
+    d = detect_sampled(det, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0))
+    assert sorted(d) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 49]
+    assert sorted(det.seen) == sorted(d)  # nothing detected twice, nothing in between
+
+
+def test_changes_between_samples_are_refined_down_to_the_frame():
+    def boxes(i):
+        out = [_box(100, 50, s=60)]
+        if i >= 13:  # a second face enters at frame 13
+            out.append(_box(300, 60, s=50))
+        if i >= 31:  # the first face jumps (a fast head turn) at frame 31
+            out[0] = _box(140, 50, s=60)
+        return out
+
+    det = ScriptedDetector(boxes)
+    cfg = FacesConfig(detect_fps=5.0)
+    d = detect_sampled(det, _index_frames(50), 25.0, cfg)
+    # bisection found the exact frame of each change: 12 and 13 (30 and 31) both detected
+    assert {12, 13, 30, 31} <= set(d)
+    assert len(d) < 25  # still about half the frames of per-frame detection
+    tracks = track_faces(d, cfg.iou_threshold, cfg.max_gap)
+    first_seen = sorted(t.frames[0] for t in tracks)
+    assert 13 in first_seen  # the new face starts where it entered, not at the next sample
+    # with no refinement the second face would appear only at the next sample (15)
+    plain = detect_sampled(ScriptedDetector(boxes), _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, refine=False))
+    assert 13 not in plain and min(t.frames[0] for t in track_faces(plain) if t.frames[0] > 0) == 15
+
+
+def test_faces_agree():
+    a = np.stack([_box(0, 0), _box(200, 0)])
+    assert faces_agree(a, a[::-1], 0.5)
+    assert not faces_agree(a, a[:1], 0.5)
+    assert not faces_agree(a, np.stack([_box(0, 0), _box(230, 0)]), 0.5)  # IoU 0.25
+    assert faces_agree(np.zeros((0, 5)), np.zeros((0, 5)), 0.5)
+
+
 # --- real clips -------------------------------------------------------------------------------
 
 CLIPS = {
@@ -118,3 +193,82 @@ def test_face_backends_agree_on_shot_class(shot_table):
     for name in CLIPS:
         classes = {shot_table[b, name][0] for b in ("scrfd", "yunet", "haar")}
         assert len(classes) == 1, (name, {b: shot_table[b, name] for b in ("scrfd", "yunet", "haar")})
+
+
+def _yunet_path(weights_dir):
+    return str(weights_dir / "face_detection_yunet_2023mar.onnx")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4",
+                                  "cuts_nature_noperson_noaudio.mp4"])
+def test_yunet_on_onnxruntime_matches_opencv_face_detector_yn(real_dir, weights_dir, name):
+    """The batched YuNet restates cv2.FaceDetectorYN's pre/post-processing: same faces, boxes
+    within rounding of OpenCV's own on real frames."""
+    import cv2
+
+    frames = frames_25(real(real_dir, name), 1.0)
+    h, w = frames.shape[1:3]
+    ref = cv2.FaceDetectorYN.create(_yunet_path(weights_dir), "", (w, h), 0.7, 0.3, 50)
+    ours = YunetDetector(_yunet_path(weights_dir), 0.7).detect_batch(frames)
+    for f, d in zip(frames, ours):
+        r = ref.detect(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1]
+        r = np.zeros((0, 15), np.float32) if r is None else r
+        assert len(d) == len(r)
+        if len(r):
+            expect = np.c_[r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3], r[:, 14]]
+            np.testing.assert_allclose(d, expect, atol=1e-2)
+
+
+@pytest.mark.realdata
+def test_scrfd_batch_matches_insightface(real_dir, weights_dir):
+    import cv2
+    from insightface.model_zoo.scrfd import SCRFD
+
+    path = str(weights_dir / "scrfd_500m_bnkps.onnx")
+    ref = SCRFD(model_file=path)
+    ref.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
+    frames = np.concatenate([frames_25(real(real_dir, "medium_talk_latentsync_demo2.mp4"), 0.4),
+                             frames_25(real(real_dir, "medium_talk_latentsync_demo1.mp4"), 0.4)])
+    ours = ScrfdDetector(path, 0.5).detect_batch(frames)
+    assert sum(len(d) for d in ours) >= len(frames)  # a face in every frame
+    for f, d in zip(frames, ours):
+        np.testing.assert_allclose(d, ref.detect(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[0], atol=1e-2)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("backend", ["scrfd", "yunet", "haar"])
+def test_batched_detection_equals_one_at_a_time(real_dir, weights_dir, backend):
+    cfg = FacesConfig(backend=backend, scrfd_onnx=str(weights_dir / "scrfd_500m_bnkps.onnx"),
+                      yunet_onnx=_yunet_path(weights_dir), batch_size=8)
+    det = make_detector(cfg)
+    # one batch of two clips' frames: the close-up (512 x 512) and the top of a portrait clip
+    # padded to the same size
+    portrait = frames_25(real(real_dir, "medium_talk_latentsync_demo2.mp4"), 0.4)[:, :512]
+    frames = np.concatenate([frames_25(real(real_dir, "closeup_talk_hdtf_katiehill.mp4"), 0.4),
+                             np.pad(portrait, ((0, 0), (0, 0), (0, 512 - portrait.shape[2]), (0, 0)))])
+    alone = [det.detect(f) for f in frames]
+    together = det.detect_batch(frames)
+    assert sum(len(a) for a in alone) >= len(frames) - 2
+    for a, t in zip(alone, together):
+        assert t.shape == a.shape
+        np.testing.assert_allclose(t, a, atol=1e-3)
+    assert det.info()["device"] == "cpu" if backend != "haar" else "device" not in det.info()
+
+
+def test_onnx_sessions_follow_the_stage_device(monkeypatch):
+    """A GPU worker's detector asks onnxruntime for CUDA on the GPU it was given; without the
+    CUDA provider (the CPU wheel) or on a CPU worker it stays on the CPU."""
+    import onnxruntime as ort
+
+    from pipeline.stages.visual import faces
+
+    seen = []
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, opts, providers: seen.append(providers))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    faces._ort_session(b"model", "cuda:1")
+    faces._ort_session(b"model", "cpu")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    faces._ort_session(b"model", "cuda")
+    assert seen == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                    ["CPUExecutionProvider"], ["CPUExecutionProvider"]]
