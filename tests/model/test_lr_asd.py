@@ -145,6 +145,7 @@ def test_eval_path_folds_batchnorm_without_changing_results():
     np.testing.assert_allclose(got, reference_logits(sd, mfccs[0][:160], faces[0]), atol=1e-4)
 
 
+@pytest.mark.slow  # ~20 s of CPU convolutions
 def test_shared_encoders_and_batching_equal_the_per_window_evaluation():
     # 1-3 s windows keep this quick; the real-clip test below runs the published 1-6 s
     net = _random_net(2)
