@@ -129,20 +129,20 @@ def test_state_dict_names_are_the_published_ones(tmp_path):
     path = tmp_path / "w.model"
     torch.save(net.state_dict(), path)
     again = load_lr_asd(path)  # the loading path of the real checkpoints (weights_only)
-    faces, mfccs = _inputs([30])
+    faces, mfccs = _inputs([16])
     with torch.no_grad():
-        x = net(torch.from_numpy(mfccs[0][:120])[None], torch.from_numpy(faces[0])[None])
-        y = again(torch.from_numpy(mfccs[0][:120])[None], torch.from_numpy(faces[0])[None])
-    assert x.shape == (1, 30) and torch.allclose(x, y)
+        x = net(torch.from_numpy(mfccs[0][:64])[None], torch.from_numpy(faces[0])[None])
+        y = again(torch.from_numpy(mfccs[0][:64])[None], torch.from_numpy(faces[0])[None])
+    assert x.shape == (1, 16) and torch.allclose(x, y)
 
 
 def test_eval_path_folds_batchnorm_without_changing_results():
     net = _random_net(1)
     sd = net.state_dict()
-    faces, mfccs = _inputs([40], seed=1)
+    faces, mfccs = _inputs([20], seed=1)
     with torch.no_grad():
-        got = net(torch.from_numpy(mfccs[0][:160])[None], torch.from_numpy(faces[0])[None])[0].numpy()
-    np.testing.assert_allclose(got, reference_logits(sd, mfccs[0][:160], faces[0]), atol=1e-4)
+        got = net(torch.from_numpy(mfccs[0][:80])[None], torch.from_numpy(faces[0])[None])[0].numpy()
+    np.testing.assert_allclose(got, reference_logits(sd, mfccs[0][:80], faces[0]), atol=1e-4)
 
 
 @pytest.mark.slow  # ~20 s of CPU convolutions
@@ -162,7 +162,7 @@ def test_shared_encoders_and_batching_equal_the_per_window_evaluation():
 
 def test_per_window_scores_and_duplicate_durations():
     net = _random_net(3)
-    faces, mfccs = _inputs([60], seed=3)
+    faces, mfccs = _inputs([50], seed=3)
     means, per = windowed_scores(net, faces, mfccs, windows_s=(1, 1, 2), per_window=True)
     assert sorted(per) == [1, 2]  # a duration listed twice counts once, as published
     np.testing.assert_allclose(means[0], np.mean([per[d][0] for d in (1, 2)], axis=0), atol=1e-6)
