@@ -118,6 +118,12 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     ModelEntry("t5-base", "hf", "google-t5/t5-base", "Apache-2.0", "text encoder (small configs)",
                revision="a9723ea7f1b39c1eae772870f3b547bf6ef7e6c1",
                allow_patterns=("*.json", "*.safetensors", "*.model", "*.txt")),
+    ModelEntry("lr-asd", "url", "Junhua-Liao/LR-ASD weight/ (IJCV 2025)", "MIT", "speakers (active-speaker scores)",
+               files={f: f"https://github.com/Junhua-Liao/LR-ASD/raw/1b6dcd2d8fc2895683de6508ec6294ec47d388ca/weight/{f}"
+                      for f in ("pretrain_AVA.model", "finetuning_TalkSet.model")},
+               sha256={"pretrain_AVA.model": "85e6c77fc981595234790d1e128ebb60352d37726b2445e0ef8891e2512fe9e3",
+                       "finetuning_TalkSet.model": "6b4ef53694e874e96cf630198dc479c78aebb3993bbf166aee3d926dfe7d9342"},
+               revision="1b6dcd2d8fc2895683de6508ec6294ec47d388ca"),
 ]}
 
 

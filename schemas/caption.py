@@ -86,6 +86,26 @@ class Character(Strict):
         return [a.strip() for a in v if a and a.strip()]
 
 
+class Turn(Strict):
+    """One turn of the measured speaking timeline: the character speaking and when (clip seconds)."""
+
+    tag: str
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v):
+        tag_number(v)
+        return v
+
+    @model_validator(mode="after")
+    def _span(self):
+        if self.end_s < self.start_s:
+            raise ValueError(f"turn of {self.tag} ends ({self.end_s}) before it starts ({self.start_s})")
+        return self
+
+
 class Environment(Strict):
     setting: Optional[str] = Field(None, max_length=200)  # e.g. "a kitchen", "outdoors by a gazebo"
     lighting: Optional[str] = Field(None, max_length=80)
@@ -105,6 +125,9 @@ class Caption(Strict):
     camera: Camera = Field(default_factory=Camera)
     # One-sentence description of what happens; optional, the prompt is built from the fields.
     summary: Optional[str] = Field(None, max_length=400)
+    # Who speaks when, in time order: filled from the speaking timeline by the caption stage,
+    # never from a model's guess (a model leaves it empty).
+    turns: list[Turn] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _tags(self):
@@ -113,10 +136,24 @@ class Caption(Strict):
             raise ValueError(
                 "character tags must be Person1..PersonN, each once; got " + ", ".join(c.tag for c in self.characters)
             )
+        tags = {c.tag for c in self.characters}
+        for t in self.turns:
+            if t.tag not in tags:
+                raise ValueError(f"turn of {t.tag}, who is not among the characters")
+        if any(b.start_s < a.start_s for a, b in zip(self.turns, self.turns[1:])):
+            raise ValueError("turns must be in time order")
         return self
 
     def character(self, tag: str) -> Optional[Character]:
         return next((c for c in self.characters if c.tag == tag), None)
+
+    def speaking_order(self) -> list[str]:
+        """Tags of the turns in time order, consecutive turns of one character counted once."""
+        order: list[str] = []
+        for t in self.turns:
+            if not order or order[-1] != t.tag:
+                order.append(t.tag)
+        return order
 
 
 def caption_json_schema() -> dict:

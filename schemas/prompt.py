@@ -9,6 +9,10 @@ Layout (MoCha, section on multi-character conversation prompts)::
     First clip: Medium shot, eye-level, static camera. Setting: a kitchen. Person1 (left of frame) talks.
     Second clip: Close-up shot. Person2 (facing the camera) stays silent.
 
+A clip where several characters take turns says in which order they speak, from the measured
+timeline: ``Person1 (left of frame) talks. Person2 (right of frame) talks. Person1 speaks
+first, then Person2.``
+
 Each tag is defined once under "Characters:" with its visual attributes; the clip lines use the
 tags only. To fit a token budget the renderer drops the least important attributes first (body
 language, extra actions, camera angle ...) and never a tag: every character keeps its
@@ -25,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from schemas.caption import Camera, Caption, Character, Environment, tag_number
+from schemas.caption import Camera, Caption, Character, Environment, Turn, tag_number
 
 DEFAULT_TOKEN_BUDGET = 256
 
@@ -76,6 +80,7 @@ PRIORITY = {
     "setting": 60,
     "shot_size": 70,
     "appearance_first": 85,
+    "turns": 90,
     "speaking": 95,
 }
 
@@ -182,6 +187,8 @@ class _Renderer:
                     self._add("action", i, ch.tag, j, "action_first" if j == 0 else "action_extra")
                 if ch.body_language:
                     self._add("body_language", i, ch.tag)
+            if len(_order(cap)) > 1:
+                self._add("turns", i)
             if cap.summary:
                 self._add("summary", i)
 
@@ -217,6 +224,9 @@ class _Renderer:
             someone_speaks = any(c.speaking for c in cap.characters)
             for ch in sorted(cap.characters, key=lambda c: tag_number(c.tag)):
                 parts.append(self._character(i, ch, someone_speaks, on))
+            order = _order(cap)
+            if len(order) > 1 and on("turns", i):
+                parts.append(f"{order[0]} speaks first, " + ", ".join(f"then {t}" for t in order[1:]) + ".")
             if cap.summary and on("summary", i):
                 parts.append(_sentence(cap.summary))
             lines.append(f"{ordinal(i)}: " + " ".join(parts) if parts else f"{ordinal(i)}: no characters.")
@@ -241,6 +251,11 @@ class _Renderer:
         if ch.body_language and on("body_language", i, ch.tag):
             text += "; " + ch.body_language.strip().rstrip(".")
         return text + "."
+
+
+def _order(cap: Caption) -> list[str]:
+    # captions built without validation (a group's clip) may lack the field
+    return cap.speaking_order() if getattr(cap, "turns", None) else []
 
 
 def render_prompt(
@@ -287,8 +302,11 @@ def clip_caption(data: dict) -> Caption:
     summary = data.get("summary")
     if summary is not None and not isinstance(summary, str):
         raise ValueError("summary must be a string")
+    turns = [Turn.model_validate(t) for t in data.get("turns") or []]
+    if any(t.tag not in tags for t in turns):
+        raise ValueError(f"a turn names a character not in the clip: {[t.tag for t in turns]}")
     return Caption.model_construct(characters=chars, environment=Environment.model_validate(data.get("environment") or {}),
-                                   camera=Camera.model_validate(data.get("camera") or {}), summary=summary)
+                                   camera=Camera.model_validate(data.get("camera") or {}), summary=summary, turns=turns)
 
 
 def render_from_json(doc: Any, tokenizer: Any = None, budget: int = DEFAULT_TOKEN_BUDGET) -> RenderedPrompt:

@@ -12,7 +12,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 META_VERSION = b"mocha.schema_version"
 META_KIND = b"mocha.kind"
 META_EMB_DIM = b"mocha.audio_emb_dim"
@@ -34,6 +34,18 @@ def audio_emb_type(dim: int) -> pa.DataType:
     return pa.list_(pa.list_(pa.float16(), dim))
 
 
+# One turn of the speaking timeline: the character's caption tag, its face track, the span in
+# clip seconds, the mean speaking score over it and the face's mean horizontal centre (0..1).
+SPEAKING_TURN = pa.struct([
+    pa.field("person", pa.string()),
+    pa.field("track", pa.int32()),
+    pa.field("start_s", pa.float32()),
+    pa.field("end_s", pa.float32()),
+    pa.field("score", pa.float32()),
+    pa.field("x", pa.float32()),
+])
+
+
 # Scores shared by clip rows and ledger rows (the ledger keeps "the scores computed so far").
 _SCORE_FIELDS = [
     pa.field("speech_ratio", pa.float32()),
@@ -44,7 +56,13 @@ _SCORE_FIELDS = [
     pa.field("sync_conf", pa.float32()),
     pa.field("sync_dist", pa.float32()),
     pa.field("motion_score", pa.float32()),
+    # who speaks when, in time order (empty: no on-screen face speaks; null: not measured)
+    pa.field("speaking_turns", pa.list_(SPEAKING_TURN)),
 ]
+
+# Required columns added by a minor version: required only in files of that version or later,
+# so a reader of this version still reads older files of the same major version.
+_REQUIRED_SINCE = {"speaking_turns": (1, 2)}
 
 # Required columns of a clip row, in file order. Nullable unless marked otherwise.
 _CLIP_REQUIRED = [
@@ -81,6 +99,8 @@ _CLIP_EXTRA = [
     # sync_offset was not applied (inside the backend's error, or st2v blocked), null when sync
     # did not run.
     pa.field("sync_shift_frames", pa.int16()),
+    # share of the clip's speech frames an on-screen face was found speaking (speakers stage)
+    pa.field("speech_attribution", pa.float32()),
     pa.field("character_verdict", pa.string()),  # JSON from the prominent-character filter
     pa.field("scene_index", pa.int32()),
     pa.field("window_index", pa.int32()),
@@ -162,8 +182,11 @@ def check_schema(schema: pa.Schema, kind: str, where: str = "shard") -> None:
         raise SchemaError(f"{where}: is a {got_kind!r} shard, expected a {kind!r} shard")
     expected = schema_for(kind, meta)
     required = CLIP_REQUIRED_COLUMNS if kind == "clip" else LEDGER_COLUMNS
+    file_version = _version_tuple(version)
     problems = []
     for name in required:
+        if file_version < _REQUIRED_SINCE.get(name, (0, 0)):
+            continue
         want = expected.field(name).type
         if name not in schema.names:
             problems.append(f"missing column {name!r} ({want})")
@@ -171,6 +194,13 @@ def check_schema(schema: pa.Schema, kind: str, where: str = "shard") -> None:
             problems.append(f"column {name!r} is {schema.field(name).type}, expected {want}")
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (0,)
 
 
 def read_table(path: str, kind: str, columns: Iterable[str] | None = None, filesystem=None) -> pa.Table:

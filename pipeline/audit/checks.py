@@ -250,6 +250,38 @@ def check_unlabelled_backends(data: AuditData) -> list[Finding]:
     return out
 
 
+def check_speaking_turns(data: AuditData) -> list[Finding]:
+    """The speaking timeline of every kept clip is well formed: turns inside the clip, in time
+    order, not overlapping, and naming characters of the clip's caption."""
+    t = data.clips
+    if "speaking_turns" not in t.column_names:
+        return []
+    out = []
+    one_frame = 1.0 / 25.0
+    for cid, turns, start, end, cap, shard in zip(
+            t.column("clip_id").to_pylist(), t.column("speaking_turns").to_pylist(), t.column("start_s").to_pylist(),
+            t.column("end_s").to_pylist(), t.column("caption").to_pylist(), t.column("_shard").to_pylist()):
+        if not turns:
+            continue
+        dur = (end or 0.0) - (start or 0.0)
+        try:
+            tags = {c.get("tag") for c in json.loads(cap or "{}").get("characters") or [] if isinstance(c, dict)}
+        except (ValueError, AttributeError):
+            tags = set()
+        problems = []
+        for k, tr in enumerate(turns):
+            a, b = tr.get("start_s"), tr.get("end_s")
+            if a is None or b is None or not (-1e-6 <= a <= b <= dur + one_frame):
+                problems.append(f"turn {k} spans {a}-{b} s outside the clip's {dur:.2f} s")
+            if k and a is not None and turns[k - 1].get("end_s") is not None and a < turns[k - 1]["end_s"] - 1e-3:
+                problems.append(f"turn {k} starts at {a} s before turn {k - 1} ends")
+            if tags and tr.get("person") is not None and tr["person"] not in tags:
+                problems.append(f"turn {k} names {tr['person']}, not a character of the caption")
+        for p in problems:
+            out.append(Finding("speaking_turns", p, where=shard, clip_id=cid))
+    return out
+
+
 # name -> (what it guards, function); the order is the order of the report.
 CHECKS: dict[str, tuple[str, Callable[[AuditData], list[Finding]]]] = {
     "foreign_schema": ("every shard is readable, has the mocha schema of its kind and version, and no nulls "
@@ -262,6 +294,8 @@ CHECKS: dict[str, tuple[str, Callable[[AuditData], list[Finding]]]] = {
                            check_st2v_missing_media),
     "ledger_consistency": ("shards and ledger agree on every kept clip", check_ledger_consistency),
     "unlabelled_backends": ("every row says which backend produced its scores", check_unlabelled_backends),
+    "speaking_turns": ("speaking timelines lie inside their clip, in time order, naming caption characters",
+                       check_speaking_turns),
 }
 
 

@@ -103,6 +103,48 @@ def _bins(lo: float, hi: float, values: np.ndarray):
     return 30
 
 
+# One colour per character tag (Person1, Person2 ...), cycling; the strip's rows use them.
+PERSON_COLOURS = ("#2b7bb9", "#e07b39", "#5aa05a", "#9467bd", "#c44e52", "#8c8c8c")
+
+
+def speaking_timeline(turns: list[dict], duration_s: float, persons: Optional[list[str]] = None,
+                      width: int = 280, row_h: int = 12) -> str:
+    """Inline SVG: one row per character (Person1 first), a bar over each of its turns, on a
+    time axis of the clip's duration. ``turns``: ``speaking_turns`` of a clip row."""
+    def tag_key(p: str):
+        digits = "".join(ch for ch in str(p) if ch.isdigit())
+        return (0, int(digits)) if digits else (1, str(p))
+
+    who = [t.get("person") or f"track {t.get('track')}" for t in turns]
+    rows = list(dict.fromkeys(sorted(set(who) | set(persons or []), key=tag_key)))
+    label_w, dur = 58, max(float(duration_s or 0.0), 1e-3)
+    plot_w = width - label_w
+    h = row_h * max(1, len(rows)) + 14
+    esc = lambda x: str(x).replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")  # noqa: E731
+    parts = [f'<svg class="speaking-timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
+             f'viewBox="0 0 {width} {h}" role="img" aria-label="speaking timeline">']
+    for r, name in enumerate(rows):
+        y = r * row_h
+        colour = PERSON_COLOURS[r % len(PERSON_COLOURS)]
+        parts.append(f'<text x="0" y="{y + row_h - 3}" font-size="9">{esc(name)}</text>'
+                     f'<rect x="{label_w}" y="{y + 2}" width="{plot_w}" height="{row_h - 4}" fill="#f0f0f0"/>')
+        for t, w in zip(turns, who):
+            if w != name:
+                continue
+            a = min(max(float(t.get("start_s") or 0.0), 0.0), dur)
+            b = min(max(float(t.get("end_s") or 0.0), a), dur)
+            x0, x1 = label_w + plot_w * a / dur, label_w + plot_w * b / dur
+            score = t.get("score")
+            tip = f"{name} {a:.2f}-{b:.2f} s" + (f", score {float(score):.2f}" if score is not None else "")
+            parts.append(f'<rect class="turn" data-person="{esc(name)}" data-start="{a:.2f}" data-end="{b:.2f}" '
+                         f'x="{x0:.1f}" y="{y + 2}" width="{max(x1 - x0, 0.5):.1f}" height="{row_h - 4}" '
+                         f'fill="{colour}"><title>{esc(tip)}</title></rect>')
+    axis_y = row_h * max(1, len(rows)) + 10
+    parts.append(f'<text x="{label_w}" y="{axis_y}" font-size="8">0 s</text>'
+                 f'<text x="{width}" y="{axis_y}" font-size="8" text-anchor="end">{dur:.1f} s</text></svg>')
+    return "".join(parts)
+
+
 def keyframe_thumbnail(video: bytes, max_side: int = 192) -> str:
     """JPEG data URI of the middle frame of an mp4 clip, longest side ``max_side``."""
     import cv2  # headless OpenCV: only needed for the gallery

@@ -21,11 +21,11 @@ from schemas.rows import SCHEMA_VERSION, SHOT_SIZES
 # Pipeline order of stages, so the funnel reads top to bottom as the data
 # flowed; stages a run reports under other names are appended after these.
 STAGE_ORDER = ("ingest", "probe", "scenes", "split", "clips", "cut", "speech", "music", "audio_embed",
-               "faces", "sync", "lipsync", "motion", "character", "caption", "route", "finalize", "write")
+               "faces", "sync", "lipsync", "motion", "speakers", "character", "caption", "route", "finalize", "write")
 SCORES = ("speech_ratio", "music_ratio", "sync_offset", "sync_conf", "sync_dist", "motion_score",
-          "num_faces", "face_height_ratio", "duration_s")
+          "num_faces", "face_height_ratio", "speech_attribution", "duration_s")
 SCORE_UNITS = {"sync_offset": "frames @25fps", "motion_score": "px/frame", "duration_s": "s",
-               "face_height_ratio": "face h / frame h"}
+               "face_height_ratio": "face h / frame h", "speech_attribution": "speech share by an on-screen face"}
 # Findings kept per check in the JSON/HTML; the count is always complete.
 MAX_FINDINGS_SHOWN = 50
 # Sources listed in the HTML table (a large crawl has thousands; the JSON keeps them all).
@@ -254,6 +254,7 @@ def _gallery(data: AuditData, per_shot: int) -> dict[str, list[dict]]:
         for i in rows:
             row = {c: t.column(c)[i].as_py() for c in
                    ("clip_id", "track", "source_uri", "start_s", "end_s", "caption", "prompt", "_shard", "_row")}
+            row["speaking_turns"] = t.column("speaking_turns")[i].as_py() if "speaking_turns" in t.column_names else None
             row["scores"] = {c: t.column(c)[i].as_py() for c in score_cols}
             video = videos.get((row["_shard"], row["_row"]))
             try:
@@ -433,6 +434,26 @@ def _pretty_caption(text: Optional[str]) -> str:
         return text
 
 
+def _caption_tags(text: Optional[str]) -> list[str]:
+    try:
+        chars = json.loads(text or "{}").get("characters") or []
+        return [c["tag"] for c in chars if isinstance(c, dict) and c.get("tag")]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def _html_timeline(it: dict) -> str:
+    """Who speaks when, one strip per character (every caption character gets a row, so a
+    silent one shows as an empty strip); a line when the timeline was not measured."""
+    turns = it.get("speaking_turns")
+    if turns is None:
+        return '<p class="timeline-none">speaking timeline: not measured</p>'
+    dur = (it.get("end_s") or 0.0) - (it.get("start_s") or 0.0)
+    svg = plots.speaking_timeline(turns, dur, _caption_tags(it.get("caption")))
+    order = " &rarr; ".join(_e(t.get("person") or f"track {t.get('track')}") for t in turns) or "nobody on screen speaks"
+    return f'<div class="timeline" data-turns="{len(turns)}">{svg}<br><small>{order}</small></div>'
+
+
 def _html_gallery(gallery: dict) -> str:
     if not gallery:
         return "<p>No clips shown (no kept clips, or --samples 0).</p>"
@@ -444,10 +465,11 @@ def _html_gallery(gallery: dict) -> str:
                    if it.get("thumbnail") else f'<p class="warn">no thumbnail: {_e(it.get("thumbnail_error"))}</p>')
             scores = "".join(f"<tr><td>{_e(k)}</td><td class=\"num\">{_fmt(v)}</td></tr>"
                              for k, v in it["scores"].items())
+            timeline = _html_timeline(it)
             figs.append(
                 f'<figure class="gallery-item" data-clip-id="{_e(it["clip_id"])}">{img}'
                 f'<figcaption><b>{_e(it["track"])}</b> <code>{_e(it["clip_id"])}</code><br>'
-                f'{_e(it["source_uri"])} {_fmt(it["start_s"])}-{_fmt(it["end_s"])} s</figcaption>'
+                f'{_e(it["source_uri"])} {_fmt(it["start_s"])}-{_fmt(it["end_s"])} s</figcaption>{timeline}'
                 f'<details open><summary>prompt</summary><pre class="prompt">{_e(it["prompt"] or "(no prompt)")}</pre></details>'
                 f'<details><summary>caption</summary><pre class="caption">{_e(_pretty_caption(it["caption"]))}</pre></details>'
                 f'<details><summary>scores</summary><table>{scores}</table></details></figure>')

@@ -21,6 +21,7 @@ from pipeline.stages.language.config import CaptionConfig, CharacterFilterConfig
 from pipeline.stages.latents import LatentsConfig
 from pipeline.stages.music import MusicConfig
 from pipeline.stages.speech import SpeechConfig
+from pipeline.stages.visual.speakers import SpeakersConfig
 from pipeline.stages.visual.stage import VisualConfig
 from schemas.base import Strict
 
@@ -43,6 +44,9 @@ class ResourcesConfig(Strict):
     music: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
     audio_embed: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=4)
     visual: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
+    # LR-ASD is the one network of the visual family that gains from a GPU (set num_gpus;
+    # a fraction of one is plenty for 1 M parameters); batches of clips run as one.
+    speakers: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
     llm: StageResources = StageResources(num_cpus=0.25, actors=1, batch_size=4)
     latents: StageResources = StageResources(num_cpus=0.5, actors=1, batch_size=2)
     finalize: StageResources = StageResources(num_cpus=0.25, actors=0, batch_size=4)
@@ -75,6 +79,7 @@ class CurateConfig(Strict):
     character: CharacterFilterConfig = CharacterFilterConfig()
     caption: CaptionConfig = CaptionConfig()
     visual: VisualConfig = VisualConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
 
     @field_validator("inputs", mode="before")
     @classmethod

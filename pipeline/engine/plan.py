@@ -10,6 +10,7 @@ from pipeline.stages.language.character import CharacterFilterStage
 from pipeline.stages.latents import LatentStage
 from pipeline.stages.music import MusicStage
 from pipeline.stages.speech import SpeechStage
+from pipeline.stages.visual.speakers import SpeakersStage
 from pipeline.stages.visual.stage import VisualStage
 
 Operator = tuple[str, list[type[Stage]], StageResources]
@@ -25,6 +26,9 @@ def stage_plan(cfg: CurateConfig) -> list[Operator]:
         # faces -> shot size -> lip-sync (re-aligns the audio) -> motion, on one shared decode;
         # before the embedding so that it embeds re-aligned audio of surviving clips only
         ("visual", [VisualStage], r.visual),
+        # who speaks when (LR-ASD) on the visual stage's tracks and re-aligned audio: its own
+        # operator, so it can take a GPU and batch clips while detection and flow stay on CPUs
+        ("speakers", [SpeakersStage], r.speakers),
         ("audio_embed", [AudioEmbedStage], r.audio_embed),
         # one worker for both: they share the process-wide LLM backend (one model in memory)
         ("llm", [CharacterFilterStage, CaptionStage], r.llm),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.weights import ModelMissing, resolve_model
+from common.weights import REGISTRY, ModelMissing, model_file, resolve_model
 from pipeline.engine.config import CurateConfig
 from pipeline.stages.visual.stage import resolve_models as resolve_visual_models
 from schemas.rows import DEFAULT_AUDIO_EMB_DIM
@@ -23,6 +23,14 @@ def model_checks(cfg: CurateConfig) -> list[tuple[str, str]]:
     except ModelMissing as e:
         raise CurateError(f"visual: {e}") from None
     missing = []
+    sp = cfg.speakers
+    if sp.enabled and sp.checkpoint:
+        try:
+            model_file(sp.checkpoint, sp.weights, cfg.run.models_dir)
+        except ModelMissing as e:
+            if sp.checkpoint not in REGISTRY:  # a path the user gave
+                raise CurateError(f"speakers: {e}") from None
+            missing.append(("speakers", str(e)))
     if cfg.audio_embed.enabled:
         try:
             resolve_model(cfg.audio_embed.model, cfg.run.models_dir)

@@ -11,7 +11,9 @@ are the same people: the same scene (windows of one continuous shot), or, across
 appearance descriptions from a VLM that agree character by character. Rules-backend captions
 carry no appearance ("a person"), so they never link clips across a cut. Tags follow the first
 clip of the group; the characters of later clips are mapped to them by left-to-right order.
-The speaker of each clip is the character whose face track the lip-sync scores pick.
+The speakers of each clip are those of its measured turns (the speaking timeline), mapped to
+the group's tags; without a timeline, the one character whose face track the lip-sync scores
+pick.
 """
 from __future__ import annotations
 
@@ -89,11 +91,15 @@ def pick_speaker(caption: Caption, row: dict, cfg: CaptionConfig) -> Optional[st
 
 
 def _relabel(caption: Caption, mapping: dict[str, str], speaker: Optional[str]) -> Caption:
-    """Caption with group tags and exactly one speaker. Built without re-validation: a clip of
-    a group may show Person2 only, which is not a valid stand-alone caption."""
-    chars = [c.model_copy(update={"tag": mapping[c.tag], "speaking": c.tag == speaker}) for c in caption.characters]
+    """Caption with group tags: the speakers of its turns when it has a timeline, else exactly
+    one speaker. Built without re-validation: a clip of a group may show Person2 only, which
+    is not a valid stand-alone caption."""
+    turns = [t.model_copy(update={"tag": mapping[t.tag]}) for t in caption.turns if t.tag in mapping]
+    speakers = {t.tag for t in turns} if turns else {mapping.get(speaker)} if speaker else set()
+    chars = [c.model_copy(update={"tag": mapping[c.tag], "speaking": mapping[c.tag] in speakers})
+             for c in caption.characters]
     chars.sort(key=lambda c: tag_number(c.tag))
-    return caption.model_copy(update={"characters": chars})
+    return caption.model_copy(update={"characters": chars, "turns": turns})
 
 
 def _group_id(clip_ids: list[str]) -> str:

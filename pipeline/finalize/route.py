@@ -20,7 +20,13 @@ def route(row: dict) -> tuple[str, str | None]:
     block = row.get("st2v_block")
     if block is None and row.get("has_audio"):
         return "st2v", None
-    return "t2v", block or "no_audio_stream"
+    reason = block or "no_audio_stream"
+    # The speakers stage says whose speech it is; when an earlier stage blocked st2v first (a
+    # reaction shot also fails lip-sync), its finding still goes into the reason.
+    extra = row.get("speakers_block")
+    if extra and extra not in reason:
+        reason = f"{reason}; {extra}"
+    return "t2v", reason
 
 
 def finalize(row: dict, cfg: ClipsConfig) -> dict:
@@ -30,6 +36,7 @@ def finalize(row: dict, cfg: ClipsConfig) -> dict:
     row["route_reason"] = reason
     row["track"] = status if status in ("st2v", "t2v") else None
     pcm = row.pop("audio_pcm", None)
+    row.pop("face_tracks", None)  # per-frame boxes for the speakers stage, not stored
     row["audio_sample_rate"] = cfg.audio_rate
     if status == "st2v" and pcm is not None and len(pcm):
         row["audio"] = encode_audio(pcm, cfg.audio_rate, cfg.audio_format)

@@ -80,3 +80,19 @@ def test_json_schema_export_validates_the_same_documents():
     vs = verdict_json_schema()
     assert set(vs["required"]) == {"has_prominent_character", "num_characters", "reason"}
     jsonschema.validate({"has_prominent_character": False, "num_characters": 0, "reason": "no one"}, vs)
+
+
+def test_turns_name_characters_in_time_order():
+    from schemas.caption import Caption
+
+    two = [{"tag": "Person1", "appearance": "x"}, {"tag": "Person2", "appearance": "y"}]
+    cap = Caption.model_validate({"characters": two, "turns": [
+        {"tag": "Person2", "start_s": 0.0, "end_s": 1.0}, {"tag": "Person2", "start_s": 1.2, "end_s": 2.0},
+        {"tag": "Person1", "start_s": 2.1, "end_s": 3.0}]})
+    assert cap.speaking_order() == ["Person2", "Person1"]
+    for bad, why in [([{"tag": "Person3", "start_s": 0, "end_s": 1}], "not among the characters"),
+                     ([{"tag": "Person1", "start_s": 2, "end_s": 3}, {"tag": "Person2", "start_s": 0, "end_s": 1}],
+                      "time order"),
+                     ([{"tag": "Person1", "start_s": 2, "end_s": 1}], "ends")]:
+        with pytest.raises(ValueError, match=why):
+            Caption.model_validate({"characters": two, "turns": bad})

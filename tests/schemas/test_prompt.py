@@ -2,6 +2,7 @@
 (built offline from a vocabulary trained in the test, never from the hub)."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -217,3 +218,27 @@ def test_render_from_json_for_generate(t5_tokenizer):
         render_from_json([{"characters": [{"tag": "Bob", "appearance": "x"}]}])
     with pytest.raises(ValueError, match="twice"):
         render_from_json([{"characters": [{"tag": "Person1", "appearance": "x"}, {"tag": "Person1", "appearance": "y"}]}])
+
+
+def test_turn_order_is_rendered_and_kept_under_a_tight_budget(t5_tokenizer):
+    from schemas.caption import Turn
+
+    cap = Caption(characters=[Character(tag="Person1", appearance="a man with a beard, a black sweater", position="left",
+                                        speaking=True, actions=["gestures"], body_language="relaxed"),
+                              Character(tag="Person2", appearance="a woman with red hair", position="right",
+                                        speaking=True)],
+                  environment=Environment(setting="a kitchen", lighting="warm light"),
+                  camera=Camera(shot_size="medium", angle="eye_level"),
+                  turns=[Turn(tag="Person2", start_s=0.0, end_s=2.0), Turn(tag="Person1", start_s=2.1, end_s=4.0),
+                         Turn(tag="Person2", start_s=4.2, end_s=5.0)])
+    full = render_prompt(cap, t5_tokenizer, budget=256)
+    assert full.text.endswith("Person2 speaks first, then Person1, then Person2.")
+    tight = render_prompt(cap, t5_tokenizer, budget=full.num_tokens - 12)
+    assert tight.fits and "Person2 speaks first, then Person1, then Person2." in tight.text
+    assert not any(d.startswith("turns") for d in tight.dropped)
+    # one speaker only: no order sentence
+    solo = cap.model_copy(update={"turns": [Turn(tag="Person1", start_s=0.0, end_s=4.0)]})
+    assert "speaks first" not in render_prompt(solo, t5_tokenizer).text
+    # and a user's caption JSON for `mocha generate` may give turns too
+    doc = {"clips": [json.loads(cap.model_dump_json())]}
+    assert render_from_json(doc, t5_tokenizer).text == full.text

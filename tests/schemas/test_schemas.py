@@ -66,3 +66,27 @@ def test_ledger_table_matches_schema():
     t = ledger_table([{"source_uri": "a", "status": "error", "reject_stage": "ingest", "reject_reason": "empty_file"}])
     assert t.schema.equals(ledger_schema(), check_metadata=True)
     check_schema(t.schema, "ledger")
+
+
+def test_speaking_turns_round_trip_in_clip_and_ledger_shards(tmp_path):
+    turns = [{"person": "Person1", "track": 3, "start_s": 0.1, "end_s": 2.0, "score": 2.5, "x": 0.25},
+             {"person": None, "track": 5, "start_s": 2.04, "end_s": 4.0, "score": 1.25, "x": 0.75}]
+    rows = [{**_clip_row(0), "speaking_turns": turns}, {**_clip_row(1), "speaking_turns": []}, _clip_row(2)]
+    p = tmp_path / "a.parquet"
+    pq.write_table(clip_table(rows, 8), p)
+    got = read_table(str(p), "clip").column("speaking_turns").to_pylist()
+    assert got[1] == [] and got[2] is None  # measured, nobody speaks / not measured
+    assert [t["person"] for t in got[0]] == ["Person1", None] and got[0][1]["track"] == 5
+    assert got[0][0]["start_s"] == pytest.approx(0.1) and got[0][1]["x"] == pytest.approx(0.75)
+    led = ledger_table([{"source_uri": "a", "clip_id": "c0", "status": "t2v", "speaking_turns": turns}])
+    assert led.column("speaking_turns").to_pylist()[0][0]["score"] == pytest.approx(2.5)
+
+
+def test_files_of_an_older_minor_version_still_read(tmp_path):
+    # 1.1 had no speaking_turns: still readable; a 1.2 file without it breaks the contract
+    s = clip_schema(8)
+    old = s.remove(s.get_field_index("speaking_turns"))
+    check_schema(old.with_metadata({**s.metadata, b"mocha.schema_version": b"1.1"}), "clip")
+    with pytest.raises(SchemaError, match="missing column 'speaking_turns'"):
+        check_schema(old, "clip")
+    assert SCHEMA_VERSION == "1.2"

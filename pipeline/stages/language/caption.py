@@ -1,9 +1,11 @@
 """Structured captions and the single-clip MoCha prompt.
 
 The backend's caption (:class:`schemas.caption.Caption`) is completed with the measured facts
-(each character's face track and speaking state from lip-sync/VAD, the shot size from the face
-stage), stored as JSON in ``caption``, and rendered with :func:`schemas.prompt.render_prompt`
-into ``prompt`` within the trainer's token budget.
+(each character's face track, speaking state and turns from the speaking timeline or lip-sync/
+VAD, the shot size from the face stage), stored as JSON in ``caption``, and rendered with
+:func:`schemas.prompt.render_prompt` into ``prompt`` within the trainer's token budget. The
+row's ``speaking_turns`` get the caption's tags, so the timeline and the prompt name the same
+characters.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 from typing import Any, Optional
 
 from pipeline.engine.stage import StageResult
-from pipeline.stages.language.facts import apply_facts
+from pipeline.stages.language.facts import apply_facts, retag_turns
 from pipeline.stages.language.llm_stage import LLMStage
 from schemas.caption import Caption, CharacterVerdict, dumps
 from schemas.prompt import render_prompt
@@ -71,4 +73,8 @@ class CaptionStage(LLMStage):
         if not rendered.fits:
             log.warning("clip %s: prompt needs %d tokens even without attributes (budget %d)",
                         row.get("clip_id"), rendered.num_tokens, self.cfg.token_budget)
-        return StageResult.kept(caption=dumps(cap), prompt=rendered.text)
+        out = {"caption": dumps(cap), "prompt": rendered.text}
+        turns = retag_turns(row, cap)
+        if turns is not None:
+            out["speaking_turns"] = turns
+        return StageResult.kept(**out)

@@ -1,6 +1,6 @@
-"""Measured facts of a clip (face tracks, shot size, speech, lip-sync) as the language-model
-stages use them: to decide prominence without a model, to tell a model what was measured, and
-to overwrite what a model must not guess (who speaks, shot size)."""
+"""Measured facts of a clip (face tracks, shot size, speech, lip-sync, the speaking timeline) as
+the language-model stages use them: to decide prominence without a model, to tell a model what
+was measured, and to overwrite what a model must not guess (who speaks and when, shot size)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import logging
 from typing import Optional
 
 from pipeline.stages.language.config import CaptionConfig, CharacterFilterConfig
-from schemas.caption import Caption, Character, tag_number
+from schemas.caption import Caption, Character, Turn, tag_number
 from schemas.rows import FACE_SHOT_SIZES
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,27 @@ def parse_tracks(row: dict) -> list[dict]:
     return []
 
 
+def parse_turns(row: dict) -> Optional[list[dict]]:
+    """The speaking timeline of the speakers stage in time order; None when it was not
+    measured (the stage did not run), [] when no on-screen face speaks."""
+    raw = row.get("speaking_turns")
+    if raw is None:
+        return None
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            log.warning("clip %s: speaking_turns is not JSON; ignoring it", row.get("clip_id"))
+            return None
+    out = []
+    for t in raw if isinstance(raw, (list, tuple)) else []:
+        if not isinstance(t, dict) or _num(t.get("start_s")) is None or _num(t.get("end_s")) is None:
+            continue
+        out.append({"person": t.get("person"), "track": t.get("track"), "start_s": _num(t["start_s"]),
+                    "end_s": _num(t["end_s"]), "score": _num(t.get("score")), "x": _num(t.get("x"))})
+    return sorted(out, key=lambda t: (t["start_s"], t["end_s"]))
+
+
 def character_tracks(tracks: list[dict], cfg: CharacterFilterConfig) -> list[dict]:
     """Tracks that count as characters: the dominant one plus others on screen long enough."""
     if not tracks:
@@ -89,8 +110,13 @@ def clip_speaks(row: dict, cfg: CaptionConfig) -> bool:
 
 def track_speaks(track: Optional[dict], row: dict, cfg: CaptionConfig, dominant: bool) -> bool:
     """Speaking state of one character from the measurements, never from a model's guess: the
-    face stage's per-track verdict when it gave one, else its sync confidence, else (for the
-    dominant track only) the clip-level speech and sync facts."""
+    speaking timeline when it was measured (the track has a turn), else the face stage's
+    per-track verdict, else its sync confidence, else (for the dominant track only) the
+    clip-level speech and sync facts."""
+    turns = parse_turns(row)
+    if turns is not None:
+        tid = track_int(track) if track is not None else None
+        return tid is not None and any(t["track"] == tid for t in turns)
     if not clip_speaks(row, cfg):
         return False
     if track is not None:
@@ -123,6 +149,12 @@ def facts_text(row: dict) -> str:
     sr = _num(row.get("speech_ratio"))
     lines.append("Speech: " + ("no audio" if row.get("has_audio") is False else
                                ("unknown" if sr is None else f"{sr:.0%} of the clip")) + ".")
+    turns = parse_turns(row)
+    if turns is not None:
+        number = {t["track_id"]: i + 1 for i, t in enumerate(tracks)}
+        said = [f"track {number[t['track']]} {t['start_s']:.1f}-{t['end_s']:.1f} s" for t in turns if t["track"] in number]
+        lines.append("Speaking turns (measured, in order): " + ("; ".join(said) if said else "no face on screen speaks")
+                     + ".")
     if row.get("motion_class"):
         lines.append(f"Motion: {row['motion_class']}.")
     return "\n".join(lines)
@@ -154,7 +186,8 @@ def _pair(chars: list[Character], tracks: list[dict]) -> dict[str, dict]:
 
 def apply_facts(caption: Caption, row: dict, character: CharacterFilterConfig, cfg: CaptionConfig) -> Caption:
     """Overwrite what must come from measurements: each character's face track and speaking
-    state, and the camera shot size (the row's ``shot_size`` column, so both always agree)."""
+    state, the turns of the speaking timeline (by the tags of the characters matched to their
+    tracks), and the camera shot size (the row's ``shot_size`` column, so both always agree)."""
     tracks = character_tracks(parse_tracks(row), character)
     pairs = _pair(caption.characters, tracks)
     dominant_id = tracks[0]["track_id"] if tracks else None
@@ -170,4 +203,18 @@ def apply_facts(caption: Caption, row: dict, character: CharacterFilterConfig, c
     camera = caption.camera
     if row.get("shot_size") in FACE_SHOT_SIZES:
         camera = camera.model_copy(update={"shot_size": row["shot_size"]})
-    return caption.model_copy(update={"characters": chars, "camera": camera})
+    tag_of = {c.track_id: c.tag for c in chars if c.track_id is not None}
+    turns = [Turn(tag=tag_of[t["track"]], start_s=max(0.0, t["start_s"]), end_s=max(0.0, t["end_s"]))
+             for t in parse_turns(row) or [] if t["track"] in tag_of]
+    return Caption.model_validate({**caption.model_dump(), "characters": [c.model_dump() for c in chars],
+                                   "camera": camera.model_dump(), "turns": [t.model_dump() for t in turns]})
+
+
+def retag_turns(row: dict, caption: Caption) -> Optional[list[dict]]:
+    """The row's speaking turns with ``person`` set to the caption's tag of each turn's track
+    (None for a track no character was matched to); None when no timeline was measured."""
+    turns = parse_turns(row)
+    if turns is None:
+        return None
+    tag_of = {c.track_id: c.tag for c in caption.characters if c.track_id is not None}
+    return [{**t, "person": tag_of.get(t["track"])} for t in turns]

@@ -55,7 +55,7 @@ class VisualStage(Stage):
     columns = {
         "num_faces": None, "shot_size": None, "face_height_ratio": None, "faces": None,
         "sync_offset": None, "sync_conf": None, "sync_dist": None, "sync_shift_frames": None,
-        "motion_score": None, "motion_class": None,
+        "motion_score": None, "motion_class": None, "face_tracks": None,
     }
 
     def __init__(self, cfg: Optional[VisualConfig] = None, device: str = "cpu", models_dir: Optional[str] = None):
@@ -129,9 +129,12 @@ class VisualStage(Stage):
             r = results.get(t.track_id)
             d["speaking"] = t.track_id == speaking_id
             d["sync_conf"] = round(r.conf, 4) if r is not None else None
+            d["sync_pass"] = None if r is None else bool(r.conf >= self.sync.min_conf
+                                                         and abs(r.offset) <= self.cfg.sync.max_realign_offset)
             faces.append(d)
         out.update(shot_size=shot_size(primary.height_ratio, self.cfg.shot),
-                   face_height_ratio=round(primary.height_ratio, 4), faces=json.dumps(faces))
+                   face_height_ratio=round(primary.height_ratio, 4), faces=json.dumps(faces),
+                   face_tracks=[t.handover(T, W, H, fc.detect_every) for t, _ in chars])
 
         if motion_cls != "normal":
             return StageResult.rejected(motion_cls, substage="motion", **out)

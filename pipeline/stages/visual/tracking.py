@@ -40,6 +40,14 @@ class Track:
         t = np.arange(num_frames)
         return np.stack([np.interp(t, f, b[:, k]) for k in range(4)], 1).astype(np.float32)
 
+    def handover(self, num_frames: int, width: int, height: int, every: int = 1) -> dict:
+        """What the speakers stage needs of this track: its frame span (first detection to the
+        last, plus the frames after it that were not sampled) and its per-frame box in frame
+        fractions (independent of the decode size)."""
+        last = min(num_frames - 1, int(self.frames[-1]) + max(1, every) - 1)
+        boxes = self.boxes_per_frame(num_frames) / np.array([width, height, width, height], np.float32)
+        return {"track_id": self.track_id, "first": int(self.frames[0]), "last": last, "boxes": boxes}
+
 
 def track_faces(dets: dict[int, np.ndarray], iou_threshold: float = 0.3, max_gap: int = 6) -> list[Track]:
     """Greedy IoU association, highest overlap first, in frame order."""

@@ -50,6 +50,8 @@ def run_cli(*argv: str) -> int:
 
 def test_clean_output_passes_every_check(tmp_path, video):
     clips, ledger = clean_rows(video)
+    clips[0]["speaking_turns"] = [_turn("Person1", 0.0, 0.9), _turn("Person1", 1.2, 2.0)]
+    clips[1]["speaking_turns"] = []
     out = write_output(tmp_path / "out", clips, ledger)
     got = findings(out)
     assert set(got) == set(checks.CHECKS)
@@ -143,6 +145,25 @@ def _backends_unlabelled_stage(clips, ledger, out):
     return clips[4]["clip_id"]
 
 
+def _turn(person, a, b, x=0.3):
+    return {"person": person, "track": 0, "start_s": a, "end_s": b, "score": 2.0, "x": x}
+
+
+def _turns_out_of_order(clips, ledger, out):
+    clips[1]["speaking_turns"] = [_turn("Person1", 1.0, 1.5), _turn("Person1", 0.2, 0.8)]
+    return clips[1]["clip_id"]
+
+
+def _turn_outside_clip(clips, ledger, out):
+    clips[2]["speaking_turns"] = [_turn("Person1", 0.5, 7.0)]  # the clip is 2 s
+    return clips[2]["clip_id"]
+
+
+def _turn_of_unknown_character(clips, ledger, out):
+    clips[0]["speaking_turns"] = [_turn("Person7", 0.0, 1.0)]
+    return clips[0]["clip_id"]
+
+
 CASES = [
     ("duplicate_clip_ids", _dup_clip),
     ("duplicate_clip_ids", _dup_ledger),
@@ -159,6 +180,9 @@ CASES = [
     ("ledger_consistency", _ledger_says_kept),
     ("unlabelled_backends", _backends_not_json),
     ("unlabelled_backends", _backends_unlabelled_stage),
+    ("speaking_turns", _turns_out_of_order),
+    ("speaking_turns", _turn_outside_clip),
+    ("speaking_turns", _turn_of_unknown_character),
 ]
 
 

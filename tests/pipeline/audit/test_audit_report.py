@@ -69,6 +69,28 @@ def test_summary_counts_match_the_dataset(synthetic_report):
     assert on_disk["totals"] == s["totals"]
 
 
+def test_gallery_draws_a_speaking_timeline_per_character(tmp_path):
+    from pipeline.audit import plots
+    from tests.helpers.synthetic_shards import clip_row, ledger_row, tiny_video, write_output
+
+    video = tiny_video()
+    clips = [clip_row(i, video=video, shot_size="close_up") for i in range(2)]
+    clips[0]["speaking_turns"] = [{"person": "Person1", "track": 0, "start_s": 0.0, "end_s": 0.8, "score": 2.1, "x": 0.3},
+                                  {"person": "Person2", "track": 1, "start_s": 0.9, "end_s": 2.0, "score": 1.4,
+                                   "x": 0.7}]
+    out = write_output(tmp_path / "out", clips, [ledger_row(c) for c in clips])
+    html = write_report(out, samples_per_shot=2).html_path.read_text()
+    assert html.count('class="speaking-timeline"') == 1 and "speaking timeline: not measured" in html
+    assert 'data-person="Person1" data-start="0.00" data-end="0.80"' in html
+    assert 'data-person="Person2" data-start="0.90" data-end="2.00"' in html
+    assert "Person1 &rarr; Person2" in html
+    # a character of the caption who never speaks still gets its (empty) strip
+    svg = plots.speaking_timeline(clips[0]["speaking_turns"][:1], 2.0, ["Person1", "Person2"])
+    assert svg.count("<text") == 4 and svg.count('class="turn"') == 1 and ">Person2<" in svg
+    x = [float(v) for v in re.findall(r'class="turn"[^>]* x="([0-9.]+)"[^>]* width="([0-9.]+)"', svg)[0]]
+    assert x[1] == pytest.approx((280 - 58) * 0.8 / 2.0, abs=0.1)  # 0.8 s of a 2 s clip
+
+
 def test_page_is_self_contained(synthetic_report):
     page = synthetic_report.html_path.read_text()
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)

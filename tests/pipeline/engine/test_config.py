@@ -51,3 +51,19 @@ def test_shipped_yaml_is_valid():
 
     cfg = load_config(ROOT / "configs" / "curate.yaml")
     assert cfg == load_config(None, [], inputs=cfg.inputs, output=cfg.output)
+
+
+def _leaves(d: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _leaves(v, key + ".") if isinstance(v, dict) and v else {key}
+    return out
+
+
+def test_shipped_yaml_lists_every_field():
+    import yaml
+
+    listed = _leaves(yaml.safe_load((ROOT / "configs" / "curate.yaml").read_text()))
+    fields = _leaves(json.loads(load_config().model_dump_json()))
+    assert fields - listed == set(), "configs/curate.yaml misses these fields"

@@ -107,3 +107,15 @@ def test_different_cast_or_over_budget_stays_single():
     assert [r["group_id"] for r in rows] == [None, None]
     group_clips(rows, max_clips=4, budget=256)
     assert rows[0]["group_id"] == rows[1]["group_id"] is not None
+
+
+def test_clip_with_measured_turns_keeps_all_its_speakers_in_the_group():
+    rows = [dialogue_row(0, 0.75, 0.0), dialogue_row(1, 0.25, 3.0)]
+    # the second clip holds a quick exchange: left, then right
+    rows[1]["speaking_turns"] = [{"person": None, "track": 0, "start_s": 0.0, "end_s": 1.5, "score": 2.0, "x": 0.25},
+                                 {"person": None, "track": 1, "start_s": 1.6, "end_s": 3.0, "score": 2.0, "x": 0.75}]
+    rows = captioned(rows)
+    group_clips(rows, max_clips=4)
+    prompt = rows[0]["group_prompt"]
+    assert prompt.splitlines()[-1] == ("Second clip: Medium shot, static camera. Person1 (right of frame) talks. "
+                                       "Person2 (left of frame) talks. Person2 speaks first, then Person1.")

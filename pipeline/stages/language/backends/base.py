@@ -149,8 +149,8 @@ CAPTION_TASK = (
     "Describe the clip. List every character as Person1, Person2 ... in the order of the face "
     "tracks below: appearance (hair, clothing, age, distinctive features, no names), position in "
     "frame, facing, emotion, actions and body language. Describe the environment and the camera "
-    "(shot size, angle, movement). Do not guess who speaks: set speaking to false, it is filled "
-    "from lip-sync measurements."
+    "(shot size, angle, movement). Do not guess who speaks: set speaking to false and leave turns "
+    "empty, both are filled from the measured speaking timeline and lip-sync."
 )
 
 

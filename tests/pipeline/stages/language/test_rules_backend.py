@@ -186,3 +186,49 @@ def test_stages_from_run_config_and_disabled_filter():
     assert json.loads(r["backends"])["character"] == {"backend": "disabled", "fallback": False}
     assert c.cfg.token_budget == 40 and c.character_cfg.enabled is False
     assert "Characters:" not in r["prompt"] and r["prompt"].startswith("One video clip.")
+
+
+def _turns(*spec):
+    return [{"person": None, "track": tid, "start_s": a, "end_s": b, "score": 2.0, "x": x} for tid, a, b, x in spec]
+
+
+def test_speaking_timeline_decides_who_speaks_and_the_order():
+    # Person1 = the first face track; the right face speaks first, then the left one, then right
+    faces = [track(tid=4, x=0.75, speaking=True, sync=3.0), track(tid=9, x=0.25, speaking=False, sync=1.0)]
+    turns = _turns((4, 0.1, 2.0, 0.75), (9, 2.1, 3.5, 0.25), (4, 3.6, 4.9, 0.75))
+    (r,) = run([row(faces=faces, speaking_turns=turns, shot_size="medium")])
+    cap = Caption.model_validate_json(r["caption"])
+    assert [(c.tag, c.track_id, c.speaking) for c in cap.characters] == [("Person1", 4, True), ("Person2", 9, True)]
+    assert [(t.tag, t.start_s, t.end_s) for t in cap.turns] == [("Person1", 0.1, 2.0), ("Person2", 2.1, 3.5),
+                                                                ("Person1", 3.6, 4.9)]
+    assert r["prompt"].endswith("Person1 (right of frame) talks. Person2 (left of frame) talks. "
+                                "Person1 speaks first, then Person2, then Person1.")
+    assert [t["person"] for t in r["speaking_turns"]] == ["Person1", "Person2", "Person1"]
+
+
+def test_measured_silence_overrides_the_sync_verdict():
+    # the speakers stage found nobody on screen speaking: no character talks, whatever sync says
+    (r,) = run([row(faces=[track(tid=1, speaking=True, sync=6.0)], speaking_turns=[])])
+    cap = Caption.model_validate_json(r["caption"])
+    assert not cap.characters[0].speaking and cap.turns == [] and r["speaking_turns"] == []
+    assert "Person1 (center of frame) stays silent." in r["prompt"]
+
+
+def test_vlm_caption_gets_the_measured_turns_by_its_own_tags():
+    # a model tagged the left person Person1; the timeline's tracks are mapped to its tags
+    faces = [track(tid=4, x=0.75), track(tid=9, x=0.25)]
+    r = row(faces=faces, speaking_turns=_turns((9, 0.0, 2.0, 0.25), (4, 2.2, 4.0, 0.75)))
+    model = Caption(characters=[Character(tag="Person1", appearance="a man in grey", position="left", speaking=True),
+                                Character(tag="Person2", appearance="a woman in red", position="right")])
+    cap = apply_facts(model, r, CharacterFilterConfig(), CaptionConfig())
+    assert [(c.tag, c.track_id, c.speaking) for c in cap.characters] == [("Person1", 9, True), ("Person2", 4, True)]
+    assert cap.speaking_order() == ["Person1", "Person2"]
+
+
+def test_model_prompt_lists_the_measured_turns():
+    from pipeline.stages.language.facts import facts_text
+
+    faces = [track(tid=4, x=0.75), track(tid=9, x=0.25)]
+    text = facts_text(row(faces=faces, speaking_turns=_turns((9, 0.0, 2.0, 0.25), (4, 2.2, 4.0, 0.75))))
+    assert "Speaking turns (measured, in order): track 2 0.0-2.0 s; track 1 2.2-4.0 s." in text
+    assert "no face on screen speaks" in facts_text(row(faces=faces, speaking_turns=[]))
