@@ -12,7 +12,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.3"
 META_VERSION = b"mocha.schema_version"
 META_KIND = b"mocha.kind"
 META_EMB_DIM = b"mocha.audio_emb_dim"
@@ -109,7 +109,14 @@ _LEDGER_FIELDS = [
     *_SCORE_FIELDS,
     pa.field("backends", pa.string()),
     pa.field("shard", pa.string()),  # relative path of the st2v/t2v file holding the clip
+    # the source URI of the kept copy, on the row of a source dropped as its exact or near
+    # duplicate (reject_reason says which)
+    pa.field("duplicate_of", pa.string()),
 ]
+
+# Required columns added by a minor version: required only in files of that version or later,
+# so a reader of this version still reads older files of the same major version.
+_REQUIRED_SINCE = {"duplicate_of": (1, 3)}
 
 
 def _with_meta(fields: list[pa.Field], kind: str, extra: dict[bytes, bytes] | None = None) -> pa.Schema:
@@ -162,8 +169,11 @@ def check_schema(schema: pa.Schema, kind: str, where: str = "shard") -> None:
         raise SchemaError(f"{where}: is a {got_kind!r} shard, expected a {kind!r} shard")
     expected = schema_for(kind, meta)
     required = CLIP_REQUIRED_COLUMNS if kind == "clip" else LEDGER_COLUMNS
+    file_version = _version_tuple(version)
     problems = []
     for name in required:
+        if file_version < _REQUIRED_SINCE.get(name, (0, 0)):
+            continue
         want = expected.field(name).type
         if name not in schema.names:
             problems.append(f"missing column {name!r} ({want})")
@@ -171,6 +181,13 @@ def check_schema(schema: pa.Schema, kind: str, where: str = "shard") -> None:
             problems.append(f"column {name!r} is {schema.field(name).type}, expected {want}")
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (0,)
 
 
 def read_table(path: str, kind: str, columns: Iterable[str] | None = None, filesystem=None) -> pa.Table:
