@@ -66,6 +66,11 @@ def probe(src: Source) -> ProbeInfo:
     with _open(src) as c:
         v = _video_stream(c)
         a = c.streams.audio[0] if c.streams.audio else None
+        # a stream whose codec FFmpeg does not know (a corrupt header) has no codec context
+        if v is not None and v.codec_context is None:
+            raise MediaError("the video stream's codec is unknown (corrupt or unsupported header)")
+        if a is not None and a.codec_context is None:
+            a = None
         dur = 0.0
         if c.duration is not None:
             dur = c.duration / av.time_base

@@ -80,12 +80,16 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
 
         # every input hashed, probed and fingerprinted first, so copies are known before any
         # is curated; the plan reuses these facts
+        t0 = time.time()
         facts = FACTS[runner](todo, cfg) if todo else []
+        t1 = time.time()
         plan, dedup = deduplicate(facts, log_, cfg, dim, on_commit=committed)
+        t2 = time.time()
         for rec in RUNNERS[runner](plan, cfg, dim) if plan else ():
             if log_.commit(rec):
                 committed(rec)
         lost = lost_sources(plan, log_, cfg, dim, this_run, on_commit=committed)
+        timings = {"facts_s": round(t1 - t0, 3), "dedup_s": round(t2 - t1, 3), "plan_s": round(time.time() - t2, 3)}
     if dedup.exact or dedup.near:
         console.print(f"duplicates: {dedup.exact} exact and {dedup.near} near copies of other inputs left out "
                       "(ledger rows duplicate_of / near_duplicate_of)")
@@ -100,6 +104,7 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         "started_at": started,
         "finished_at": time.time(),
         "wall_s": round(time.time() - started, 3),
+        "timings": timings,
         "inputs_this_run": len(todo),
         "inputs_skipped_resume": skipped,
         "duplicates": dedup.to_json(),

@@ -193,8 +193,9 @@ def init_ray(cfg: CurateConfig) -> None:
                 kw["_node_ip_address"] = "127.0.0.1"
             ray.init(address=cfg.run.ray_address, log_to_driver=False, **kw)
         else:
-            # the embedded cluster listens on loopback only and starts no dashboard
-            ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
+            # the embedded cluster listens on loopback only and starts no dashboard; "local"
+            # starts a new one even where a cluster started with `ray start` runs on this machine
+            ray.init(address="local", num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress display reports sources and seconds

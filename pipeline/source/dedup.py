@@ -6,7 +6,7 @@ the same whichever worker hashed which file and however a job was split into run
 
 - exact copies: a source already committed in the output, otherwise the smallest source URI;
 - near copies: a committed source, otherwise the best copy (its fingerprinted span decoded
-  cleanly, then more pixels, then longer, then the smallest URI). Sources are visited in that
+  cleanly, then more pixels, then more decoded pictures, then the smallest URI). Sources are visited in that
   order and each one is compared with the sources kept before it, so the winner of a group is
   the first of the group in that order, and a later copy names it.
 """
@@ -32,24 +32,28 @@ class NearDuplicateConfig(Strict):
     # the chance that two different talking shots line up somewhere by accident.
     max_offset_s: float = Field(30.0, ge=0)
     # Two step hashes are "the same picture" within this many of 64 bits. Re-encoded, rescaled
-    # (to a quarter), re-timed copies of the real test clips differ by 0-6 bits, 8-14 only at
-    # steps that straddle a cut; unrelated pictures by ~32; the same talking shot seconds
-    # apart by 2-22 (half of its steps within 8): the bound sits between copies and those.
-    frame_bits: int = Field(8, ge=0, le=64)
-    # Share of the aligned usable steps that must be the same picture. Copies reach 0.95-1.0;
-    # two stretches of one static talking shot stay near 0.5, unrelated videos near 0.
-    min_video_match: float = Field(0.8, gt=0, le=1)
+    # (to a quarter), re-timed copies of the real test clips differ by 0-6 bits (8-14 only at
+    # steps that straddle a cut); unrelated pictures by ~32; the same talking shot seconds apart
+    # by 2-22, and two cartoons of one character in one framing by 4-10.
+    frame_bits: int = Field(6, ge=0, le=64)
+    # Share of the aligned usable steps that must be the same picture. Copies reach 0.94-1.0;
+    # two stretches of one static talking shot stay near 0.4, the cartoons near 0.8, unrelated
+    # videos near 0.
+    min_video_match: float = Field(0.9, gt=0, le=1)
     # The aligned part must cover this share of the shorter source's usable steps (a clip that
     # merely shares its first seconds with another, a title card say, is not a copy of it), and
-    # at least ``min_steps`` steps (1 s at the default step: shorter sources are not judged).
+    # at least ``min_steps`` steps (2 s at the default step, the shortest clip: shorter
+    # sources are not judged).
     min_overlap: float = Field(0.8, gt=0, le=1)
-    min_steps: int = Field(4, ge=1)
-    # Audio bit error rate at or below which the sound is the same recording (Philips: 0.35 for
-    # songs through a phone; copies of one file score 0.05-0.2, unrelated audio about 0.5).
-    max_audio_ber: float = Field(0.3, gt=0, le=0.5)
-    # Hops of loud audio both copies need in the aligned part for the audio to be judged (2 s);
-    # with fewer, or with a silent or missing track, the pictures decide alone.
-    min_audio_hops: int = Field(40, ge=1)
+    min_steps: int = Field(8, ge=1)
+    # Audio bit error rate at or below which the sound is the same recording. Philips accept
+    # 0.35 for songs heard through a phone; copies of one file score 0.01-0.12 (the higher with
+    # corrupt packets), unrelated real speech 0.46-0.49, two synthetic voices of one generator 0.28.
+    max_audio_ber: float = Field(0.2, gt=0, le=0.5)
+    # Hops of loud audio both copies need in the aligned part for the audio to be judged (1 s:
+    # 320 bits, where unrelated audio scores 0.5 +- 0.03); with fewer, or with a silent or
+    # missing track, the pictures decide alone.
+    min_audio_hops: int = Field(20, ge=1)
     # When both copies have judgeable audio it must match too: the same pictures under other
     # speech (a dub, a voice-over) are a different training sample for speech-to-video.
     require_audio_match: bool = True
@@ -111,8 +115,12 @@ def exact_duplicates(cands: Iterable[Candidate]) -> dict[str, Decision]:
 
 
 def near_order(c: Candidate) -> tuple:
-    clean = bool(c.fingerprint is not None and c.fingerprint.clean)
-    return (not c.committed, not clean, -c.pixels, -round(c.duration_s, 1), c.uri)
+    """Committed first, then the copy that decoded cleanly, has more pixels, and more pictures
+    (decoded steps, not the declared duration, which a broken header can inflate)."""
+    fp = c.fingerprint
+    clean = bool(fp is not None and fp.clean)
+    steps = fp.usable_video if fp is not None else 0
+    return (not c.committed, not clean, -c.pixels, -steps, c.uri)
 
 
 def near_duplicates(cands: list[Candidate], cfg: NearDuplicateConfig) -> dict[str, Decision]:
@@ -170,31 +178,35 @@ class _BandIndex:
 
 
 def compare(a: Fingerprint, b: Fingerprint, cfg: NearDuplicateConfig) -> Optional[Match]:
-    """The match of ``b`` against ``a`` when ``b`` is a copy of ``a`` (or ``a`` of ``b``), else None."""
+    """The match of ``b`` against ``a`` when ``b`` is a copy of ``a`` (or ``a`` of ``b``), else None.
+
+    Every shift within ``max_offset_s`` where enough steps are the same picture is a candidate
+    (a static shot is alike at many shifts); where both have audio to judge, the audio decides
+    among them and gives the offset to a hop, and must match too."""
     if abs(a.video_step_s - b.video_step_s) > 1e-9 or abs(a.audio_hop_s - b.audio_hop_s) > 1e-9:
         return None  # fingerprinted with other settings: not comparable
-    best = video_alignment(a, b, cfg)
-    if best is None:
+    shifts = [x for x in video_alignments(a, b, cfg) if x[0] >= cfg.min_video_match]
+    if not shifts:
         return None
-    frac, shift, steps = best
-    if frac < cfg.min_video_match:
-        return None
-    offset_s = shift * a.video_step_s
-    ber = audio_ber(a, b, offset_s, cfg)
-    if ber is not None and cfg.require_audio_match and ber > cfg.max_audio_ber:
+    best_video = max(shifts, key=lambda x: (x[0], -abs(x[1])))
+    heard = [(ber, off, x) for x in shifts for ber, off in [audio_ber(a, b, x[1] * a.video_step_s, cfg)] if ber is not None]
+    if not heard:
+        frac, shift, steps = best_video
+        return Match(frac, shift * a.video_step_s, steps, None)
+    ber, offset_s, (frac, _shift, steps) = min(heard, key=lambda h: (h[0], abs(h[1])))
+    if cfg.require_audio_match and ber > cfg.max_audio_ber:
         return None
     return Match(frac, offset_s, steps, ber)
 
 
-def video_alignment(a: Fingerprint, b: Fingerprint, cfg: NearDuplicateConfig) -> Optional[tuple[float, int, int]]:
-    """(share of alike steps, shift in steps, aligned steps) at the best shift: step ``i`` of
-    ``a`` against step ``i + shift`` of ``b``."""
+def video_alignments(a: Fingerprint, b: Fingerprint, cfg: NearDuplicateConfig) -> list[tuple[float, int, int]]:
+    """(share of alike steps, shift in steps, aligned steps) for every shift with enough aligned
+    usable steps: step ``i`` of ``a`` against step ``i + shift`` of ``b``."""
     K = int(round(cfg.max_offset_s / a.video_step_s))
     shorter = min(a.usable_video, b.usable_video)
     need = max(cfg.min_steps, int(np.ceil(cfg.min_overlap * shorter)))
-    best = None
-    for shift in sorted(range(-K, K + 1), key=abs):
-        # b[j] with j = i + shift: i in [max(0, -shift), min(len(a), len(b) - shift))
+    out = []
+    for shift in range(-K, K + 1):
         i0, i1 = max(0, -shift), min(len(a.video), len(b.video) - shift)
         if i1 - i0 < need:
             continue
@@ -203,19 +215,17 @@ def video_alignment(a: Fingerprint, b: Fingerprint, cfg: NearDuplicateConfig) ->
         if n < need:
             continue
         dist = np.bitwise_count(a.video[i0:i1][ok] ^ b.video[i0 + shift:i1 + shift][ok])
-        frac = float((dist <= cfg.frame_bits).mean())
-        if best is None or frac > best[0] + 1e-12:
-            best = (frac, shift, n)
-    return best
+        out.append((float((dist <= cfg.frame_bits).mean()), shift, n))
+    return out
 
 
-def audio_ber(a: Fingerprint, b: Fingerprint, offset_s: float, cfg: NearDuplicateConfig) -> Optional[float]:
-    """The lowest bit error rate of the audio words within one video step of ``offset_s``; None
-    when too few loud hops line up to judge."""
+def audio_ber(a: Fingerprint, b: Fingerprint, offset_s: float, cfg: NearDuplicateConfig) -> tuple[Optional[float], float]:
+    """(lowest bit error rate of the audio words within one video step of ``offset_s``, the
+    offset in seconds where it is); the rate is None when too few loud hops line up to judge."""
     hop = a.audio_hop_s
     centre = int(round(offset_s / hop))
-    reach = int(np.ceil(a.video_step_s / hop))
-    best = None
+    reach = int(np.ceil(a.video_step_s / hop / 2))
+    best, at = None, offset_s
     for shift in range(centre - reach, centre + reach + 1):
         i0, i1 = max(0, -shift), min(len(a.audio), len(b.audio) - shift)
         if i1 - i0 < cfg.min_audio_hops:
@@ -226,5 +236,6 @@ def audio_ber(a: Fingerprint, b: Fingerprint, offset_s: float, cfg: NearDuplicat
             continue
         errors = np.bitwise_count(a.audio[i0:i1][ok] ^ b.audio[i0 + shift:i1 + shift][ok]).sum()
         ber = float(errors) / (16.0 * n)
-        best = ber if best is None else min(best, ber)
-    return best
+        if best is None or ber < best:
+            best, at = ber, shift * hop
+    return best, at

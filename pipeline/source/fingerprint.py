@@ -95,7 +95,8 @@ def fingerprint(src, has_audio: bool, cfg: FingerprintConfig) -> Fingerprint:
     if has_audio:
         try:
             pcm = next(audio_slices(src() if callable(src) else src, [(0.0, cfg.span_s)]))
-            audio, audio_ok = audio_bits(pcm, cfg)
+            nz = np.flatnonzero(pcm)  # the slice is zero-padded to the span past the stream's end
+            audio, audio_ok = audio_bits(pcm[:nz[-1] + 1] if nz.size else pcm[:0], cfg)
         except (MediaError, StopIteration):
             clean = False
     return Fingerprint(video, video_ok, audio, audio_ok, cfg.video_step_s, cfg.audio_hop_s, clean)
