@@ -7,7 +7,10 @@ trust nothing else, so a file left by a killed worker, a retried task or a half-
 (stores where rename is not atomic and listings may lag) is never read.
 
 A record says which *segments* of which sources it completes; a source is done when all of its
-segments are committed (a short source is one segment).
+segments are committed (a short source is one segment). A segment marked ``retry`` (its work hit
+a time limit or a dead worker) holds the error rows that say so but is not done: a rerun does it
+again, and the record of that work names the retry record under ``supersedes``, which removes
+the retry record (and its error rows) from the dataset.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ class Output:
         for p in list_files(self.fs, self.path(COMMITS), ".json"):
             rec = json.loads(read_bytes(self.fs, p))
             out.append(normalise_record(rec))
-        return out
+        return live_records(out)
 
     def committed_files(self, part: str, records: Optional[list[dict]] = None) -> list[str]:
         """Relative paths of the committed files of ``part`` (st2v, t2v or ledger)."""
@@ -90,6 +93,8 @@ class Output:
         out: dict[str, SourceProgress] = {}
         for r in self.commit_records() if records is None else records:
             for seg in r["segments"]:
+                if seg.get("retry"):
+                    continue
                 sp = out.setdefault(seg["source"], SourceProgress())
                 if seg["index"] not in sp.segments_done:
                     sp.segments_done.add(seg["index"])
@@ -97,6 +102,12 @@ class Output:
                 sp.count = int(seg["count"])
                 sp.duration_s = float(seg.get("duration_s") or sp.duration_s)
         return out
+
+
+def live_records(records: list[dict]) -> list[dict]:
+    """The records no later record supersedes."""
+    gone = {i for r in records for i in r.get("supersedes", ())}
+    return [r for r in records if r.get("id") not in gone] if gone else records
 
 
 def normalise_record(rec: dict) -> dict:

@@ -12,7 +12,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 META_VERSION = b"mocha.schema_version"
 META_KIND = b"mocha.kind"
 META_EMB_DIM = b"mocha.audio_emb_dim"
@@ -59,10 +59,6 @@ _SCORE_FIELDS = [
     # who speaks when, in time order (empty: no on-screen face speaks; null: not measured)
     pa.field("speaking_turns", pa.list_(SPEAKING_TURN)),
 ]
-
-# Required columns added by a minor version: required only in files of that version or later,
-# so a reader of this version still reads older files of the same major version.
-_REQUIRED_SINCE = {"speaking_turns": (1, 2)}
 
 # Required columns of a clip row, in file order. Nullable unless marked otherwise.
 _CLIP_REQUIRED = [
@@ -129,7 +125,14 @@ _LEDGER_FIELDS = [
     *_SCORE_FIELDS,
     pa.field("backends", pa.string()),
     pa.field("shard", pa.string()),  # relative path of the st2v/t2v file holding the clip
+    # the source URI of the kept copy, on the row of a source dropped as its exact or near
+    # duplicate (reject_reason says which)
+    pa.field("duplicate_of", pa.string()),
 ]
+
+# Required columns added by a minor version: required only in files of that version or later,
+# so a reader of this version still reads older files of the same major version.
+_REQUIRED_SINCE = {"speaking_turns": (1, 2), "duplicate_of": (1, 3)}
 
 
 def _with_meta(fields: list[pa.Field], kind: str, extra: dict[bytes, bytes] | None = None) -> pa.Schema:

@@ -11,9 +11,10 @@ from importlib import metadata
 from common.fs import redact, write_bytes
 from common.output import RUN_JSON, Output
 from pipeline.engine.config import CurateConfig
+from pipeline.engine.duplicates import deduplicate, lost_sources
 from pipeline.engine.preflight import CurateError, audio_emb_dim, model_checks
 from pipeline.engine.progress import CurateProgress
-from pipeline.engine.runners import RUNNERS
+from pipeline.engine.runners import FACTS, RUNNERS
 from pipeline.engine.summary import print_summary, summarize
 from pipeline.engine.writer import CommitLog
 from pipeline.source.ingest import expand_inputs
@@ -71,11 +72,28 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         console.print(f"resume: {skipped} of {len(items)} inputs already committed in {redact(cfg.output)}, skipping them")
 
     stats: dict = {}
-    records = RUNNERS[runner](todo, cfg, audio_emb_dim(cfg), stats) if todo else iter(())
+    dim = audio_emb_dim(cfg)
+    this_run: list[dict] = []
     with CurateProgress(console, len(todo), progress, enabled=cfg.run.progress) as prog:
-        for rec in records:
+        def committed(rec: dict) -> None:
+            this_run.append(rec)
+            prog.committed(rec)
+
+        # every input hashed, probed and fingerprinted first, so copies are known before any
+        # is curated; the plan reuses these facts
+        t0 = time.time()
+        facts = FACTS[runner](todo, cfg) if todo else []
+        t1 = time.time()
+        plan, dedup = deduplicate(facts, log_, cfg, dim, on_commit=committed)
+        t2 = time.time()
+        for rec in RUNNERS[runner](plan, cfg, dim, stats) if plan else ():
             if log_.commit(rec):
-                prog.committed(rec)
+                committed(rec)
+        lost = lost_sources(plan, log_, cfg, dim, this_run, on_commit=committed)
+        timings = {"facts_s": round(t1 - t0, 3), "dedup_s": round(t2 - t1, 3), "plan_s": round(time.time() - t2, 3)}
+    if dedup.exact or dedup.near:
+        console.print(f"duplicates: {dedup.exact} exact and {dedup.near} near copies of other inputs left out "
+                      "(ledger rows duplicate_of / near_duplicate_of)")
 
     summary = summarize(out)
     run = {
@@ -87,8 +105,11 @@ def run_curate(cfg: CurateConfig, runner: str = "ray", console=None) -> dict:
         "started_at": started,
         "finished_at": time.time(),
         "wall_s": round(time.time() - started, 3),
+        "timings": timings,
         "inputs_this_run": len(todo),
         "inputs_skipped_resume": skipped,
+        "duplicates": dedup.to_json(),
+        "sources_lost": lost,
         "orphans_removed": len(orphans),
         "execution": stats,
         "warnings": warnings,

@@ -1,5 +1,8 @@
 """Runners of the curation plan: Ray Data (embedded or a cluster) and in-process (debugging).
 
+Before the plan, :data:`FACTS` runs one short task per input (hash, probe, fingerprint) whose
+small results the driver uses to find duplicates (``pipeline.engine.duplicates``).
+
 The unit that flows is a *segment* of a source (``pipeline.source.split``): planned per source,
 cut per segment, then through each stage operator and the write operator, which writes the
 segment's shards straight to the output filesystem and hands the driver a small commit record.
@@ -25,7 +28,7 @@ from pipeline.engine.plan import apply_stages, build_stages, stage_plan
 from pipeline.engine.stage import Stage
 from pipeline.engine.writer import write_shards
 from pipeline.finalize.finish import finish_rows
-from pipeline.source.split import Segment, cut_segment, plan_source
+from pipeline.source.split import Segment, cut_segment, plan_source, source_facts
 from pipeline.stages.language.caption import load_tokenizer
 
 # Ray Data releases a task's output a block at a time; a segment with its audio or clips is a few
@@ -81,12 +84,24 @@ class Writer:
         self.out = Output.open(cfg.output)
         self.tokenizer = load_tokenizer(cfg.caption.tokenizer, cfg.run.models_dir) if cfg.caption.tokenizer else None
 
-    def write(self, segs: list[Segment]) -> dict:
+    def write(self, segs: list[Segment]) -> list[dict]:
+        return write_segments(self.out, segs, self.cfg, self.dim, self.tokenizer)
+
+
+def write_segments(out: Output, segs: list[Segment], cfg: CurateConfig, emb_dim: int, tokenizer=None) -> list[dict]:
+    """Shards of finished segments and their commit records: one record for the segments that
+    are done, and one per segment to be retried (its own record, which the record of the
+    retried work later supersedes without touching other segments' files)."""
+    done = [s for s in segs if not s.retry]
+    groups = ([done] if done else []) + [[s] for s in segs if s.retry]
+    records = []
+    for group in groups:
         rows: list[dict] = []
-        for seg in segs:
-            rows += finish_rows(seg.rows or [], self.cfg, self.tokenizer)
-        return write_shards(self.out, rows, [s.record() for s in segs], self.dim,
-                            self.cfg.run.max_shard_bytes, self.cfg.run.max_shard_rows)
+        for seg in group:
+            rows += finish_rows(seg.rows or [], cfg, tokenizer)
+        records.append(write_shards(out, rows, [s.record() for s in group], emb_dim,
+                                    cfg.run.max_shard_bytes, cfg.run.max_shard_rows))
+    return records
 
 
 # Per worker process: objects of task-mode operators (a task's closure is unpickled afresh for
@@ -131,8 +146,8 @@ def _write_fn(cfg: CurateConfig, emb_dim: int):
 
     def fn(batch: dict) -> dict:
         writer = _cached(key, lambda: Writer(cfg, emb_dim))
-        rec = writer.write([pickle.loads(b) for b in batch["seg"]])
-        return {"record": np.array([json.dumps(rec)], dtype=object)}
+        recs = writer.write([pickle.loads(b) for b in batch["seg"]])
+        return {"record": np.array([json.dumps(r) for r in recs], dtype=object)}
 
     return fn
 
@@ -178,13 +193,18 @@ def init_ray(cfg: CurateConfig) -> None:
         if cfg.run.ray_address:
             ray.init(address=cfg.run.ray_address, log_to_driver=False)
         else:
-            # the embedded cluster listens on loopback only and starts no dashboard
-            ray.init(num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
+            # the embedded cluster listens on loopback only and starts no dashboard; "local"
+            # starts a new one even where a cluster started with `ray start` runs on this machine
+            ray.init(address="local", num_cpus=cfg.run.num_cpus or local_cpus(cfg), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _node_ip_address="127.0.0.1")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress display reports sources and seconds
     ctx.print_on_execution_start = False
     ctx.target_max_block_size = TARGET_BLOCK_BYTES
+    # A block whose task fails for good (its worker killed again and again, a stage actor that
+    # crashes) drops its rows instead of failing the job: the driver then gives every source
+    # that never committed an error row (``pipeline.engine.duplicates.lost_sources``).
+    ctx.max_errored_blocks = -1
 
 
 def iter_ray(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Optional[dict] = None) -> Iterator[dict]:
@@ -211,7 +231,37 @@ def iter_local(items: list[dict], cfg: CurateConfig, emb_dim: int, stats: Option
             seg = cut_segment(seg, cfg)
             for stages, res in ops:
                 seg = run_segment_stages(stages, seg, res.batch_size)
-            yield writer.write([seg])
+            yield from writer.write([seg])
+
+
+def facts_local(items: list[dict], cfg: CurateConfig) -> list[dict]:
+    """Every input hashed, probed and fingerprinted, in this process (children do the reading)."""
+    return [source_facts(item, cfg) for item in items]
+
+
+def _facts_fn(cfg: CurateConfig):
+    def fn(row: dict) -> dict:
+        return {"item": pickle.dumps(source_facts(pickle.loads(row["item"]), cfg), protocol=5)}
+
+    return fn
+
+
+def facts_ray(items: list[dict], cfg: CurateConfig) -> list[dict]:
+    """The same as one Ray task per input, in input order."""
+    if not items:
+        return []
+    init_ray(cfg)
+    import ray
+
+    rows = [{"item": pickle.dumps(it, protocol=5)} for it in items]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(_facts_fn(cfg), num_cpus=cfg.resources.split.num_cpus)
+    got = [pickle.loads(r["item"]) for r in ds.iter_rows()]
+    by_uri = {g["source_uri"]: g for g in got}
+    # a block lost for good (see max_errored_blocks) leaves its input as it was: the plan
+    # then checks it itself
+    return [by_uri.get(it["source_uri"], it) for it in items]
 
 
 RUNNERS = {"ray": iter_ray, "local": iter_local}
+FACTS = {"ray": facts_ray, "local": facts_local}

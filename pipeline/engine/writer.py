@@ -123,7 +123,7 @@ class CommitLog:
         for d in PARTS + (COMMITS,):
             ensure_dir(out.fs, out.path(d))
         self.records = out.commit_records()
-        self.committed = {(s["source"], int(s["index"])) for r in self.records for s in r["segments"]}
+        self.committed = {(s["source"], int(s["index"])) for r in self.records for s in r["segments"] if not s.get("retry")}
 
     def progress(self):
         return self.out.progress(self.records)
@@ -148,15 +148,21 @@ class CommitLog:
 
     def commit(self, record: dict) -> bool:
         """Commit a worker's record; False (and nothing committed) when any of its segments is
-        already committed, so a segment delivered twice never appears twice."""
-        keys = {(s["source"], int(s["index"])) for s in record["segments"]}
+        already committed, so a segment delivered twice never appears twice. A record holding a
+        segment supersedes the earlier records that only held retry rows of that segment."""
+        keys = {(s["source"], int(s["index"])) for s in record["segments"] if not s.get("retry")}
         if keys & self.committed:
             log.warning("commit record %s repeats committed segments %s; not committed", record.get("id"),
                         sorted(keys & self.committed)[:3])
             return False
+        here = {(s["source"], int(s["index"])) for s in record["segments"]}
+        stale = [r["id"] for r in self.records if r.get("id") and r["segments"] and all(s.get("retry") for s in r["segments"])
+                 and {(s["source"], int(s["index"])) for s in r["segments"]} <= here]
+        if stale:
+            record = {**record, "supersedes": stale}
         name = f"{time.time_ns():020d}-{record.get('id') or uuid.uuid4().hex[:12]}.json"
         write_bytes(self.out.fs, self.out.path(COMMITS, name), json.dumps(record).encode())
-        self.records.append(record)
+        self.records = [r for r in self.records if r.get("id") not in stale] + [record]
         self.committed |= keys
         return True
 
@@ -171,4 +177,5 @@ def read_ledger(out) -> pa.Table:
     """The whole committed ledger of an output (a path, URI or :class:`Output`)."""
     out = out if isinstance(out, Output) else Output.open(str(out))
     tables = list(iter_ledger(out))
-    return pa.concat_tables(tables) if tables else ledger_schema().empty_table()
+    # ledgers of older minor versions lack later columns: those read as nulls
+    return pa.concat_tables(tables, promote_options="default") if tables else ledger_schema().empty_table()

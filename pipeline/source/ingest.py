@@ -16,6 +16,8 @@ import pyarrow.fs as pafs
 from pydantic import Field
 
 from common.fs import filesystem, is_uri, redact
+from pipeline.source.dedup import NearDuplicateConfig
+from pipeline.source.sandbox import SandboxConfig
 from schemas.base import Strict
 
 
@@ -24,6 +26,19 @@ class IngestConfig(Strict):
     # Inputs larger than this are refused with a ledger reason instead of tying up a worker.
     max_bytes: int = Field(20 * 1024**3, ge=1)
     max_duration_s: float = Field(4 * 3600.0, gt=0)
+    # Frames larger than 8K UHD are refused before any decode: no footage of a talking person
+    # needs more, and a header declaring giant frames (a corrupt or hostile file) would make the
+    # decoder allocate gigabytes per thread.
+    max_pixels: int = Field(7680 * 4320, ge=1)
+    # Sources averaging fewer frames per second are refused: below 5 fps a face cannot show lip
+    # motion (a slideshow, a still with audio, or a corrupt time base stretching a few frames
+    # over hours, which would otherwise be cut into hundreds of identical clips).
+    min_fps: float = Field(5.0, ge=0)
+    # Time limits (and an optional memory cap) of the per-source child processes.
+    sandbox: SandboxConfig = SandboxConfig()
+    # Copies of one video under other names: exact copies (same sha256) are always curated
+    # once; near copies (re-encoded, rescaled, trimmed) by this rule.
+    near_duplicates: NearDuplicateConfig = NearDuplicateConfig()
 
 
 _GLOB_CHARS = set("*?[")
@@ -177,6 +192,12 @@ def check_source(item: dict, cfg: IngestConfig) -> dict:
         return out
     if info.width <= 0 or info.height <= 0:
         out["error"] = "unreadable_media: video stream without a frame size"
+        return out
+    if info.width * info.height > cfg.max_pixels:
+        out["rejected"] = f"too_large_frame: {info.width}x{info.height} > ingest.max_pixels {cfg.max_pixels}"
+        return out
+    if 0 < info.fps < cfg.min_fps:
+        out["rejected"] = f"too_low_frame_rate: {info.fps:.3g} fps < ingest.min_fps {cfg.min_fps:g}"
         return out
     if info.duration_s > cfg.max_duration_s:
         out["rejected"] = f"too_long: {info.duration_s:.0f}s > ingest.max_duration_s {cfg.max_duration_s:.0f}s"

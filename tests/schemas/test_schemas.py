@@ -83,10 +83,16 @@ def test_speaking_turns_round_trip_in_clip_and_ledger_shards(tmp_path):
 
 
 def test_files_of_an_older_minor_version_still_read(tmp_path):
-    # 1.1 had no speaking_turns: still readable; a 1.2 file without it breaks the contract
+    # 1.1 had no speaking_turns: still readable; a file of a later version without it breaks the contract
     s = clip_schema(8)
     old = s.remove(s.get_field_index("speaking_turns"))
     check_schema(old.with_metadata({**s.metadata, b"mocha.schema_version": b"1.1"}), "clip")
     with pytest.raises(SchemaError, match="missing column 'speaking_turns'"):
         check_schema(old, "clip")
-    assert SCHEMA_VERSION == "1.2"
+    # 1.2 ledgers had no duplicate_of
+    led = ledger_schema()
+    old_led = led.remove(led.get_field_index("duplicate_of"))
+    check_schema(old_led.with_metadata({**led.metadata, b"mocha.schema_version": b"1.2"}), "ledger")
+    with pytest.raises(SchemaError, match="missing column 'duplicate_of'"):
+        check_schema(old_led, "ledger")
+    assert SCHEMA_VERSION == "1.3"
