@@ -23,7 +23,7 @@ def stage_plan(cfg: CurateConfig) -> list[Operator]:
     plan: list[Operator] = [
         ("speech", [SpeechStage], r.speech),
         ("music", [MusicStage], r.music),
-        # faces -> shot size -> lip-sync (re-aligns the audio) -> motion, on one shared decode;
+        # motion -> faces -> shot size -> lip-sync (re-aligns the audio), on one shared decode;
         # before the embedding so that it embeds re-aligned audio of surviving clips only
         ("visual", [VisualStage], r.visual),
         # who speaks when (LR-ASD) on the visual stage's tracks and re-aligned audio: its own

