@@ -29,6 +29,9 @@ class MediaError(RuntimeError):
 
 
 def _open(src: Source, **kw):
+    # A tag that is not UTF-8 (old encoders write Latin-1 titles; a flipped byte does the same)
+    # would otherwise make PyAV refuse the whole container, pictures and sound intact.
+    kw.setdefault("metadata_errors", "replace")
     try:
         if isinstance(src, (bytes, bytearray, memoryview)):
             return av.open(io.BytesIO(bytes(src)), **kw)
