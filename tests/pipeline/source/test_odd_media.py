@@ -1,11 +1,19 @@
 """Inputs the fuzz corpus found mishandled, each kept as a small case: a video whose container
 metadata is not UTF-8 (a Latin-1 title, a flipped byte) is probed, scanned for scenes and
-decoded like any other, instead of being refused whole."""
+decoded like any other, instead of being refused whole; a file FFmpeg cannot open is refused
+with FFmpeg's own explanation, not only its return code; a named pipe or a broken link found in
+a directory is named for what it is, not taken for an empty file."""
 from __future__ import annotations
 
-from common.media import decode_audio, iter_frames, probe
+import os
+
+import av.logging
+import pytest
+
+from common.media import MediaError, decode_audio, iter_frames, probe
+from pipeline.source.ingest import NOT_REGULAR, IngestConfig, check_source, expand_inputs
 from pipeline.source.scenes import ScenesConfig, detect_scenes
-from tests.helpers.fuzz_corpus import encode
+from tests.helpers.fuzz_corpus import encode, y4m
 
 
 def _latin1_tag(tmp_path):
@@ -28,3 +36,28 @@ def test_a_tag_that_is_not_utf8_does_not_hide_the_video(tmp_path):
     with open(bad, "rb") as f, open(good, "rb") as g:
         scan, ref_scan = detect_scenes(f, ScenesConfig()), detect_scenes(g, ScenesConfig())
     assert scan.scenes == ref_scan.scenes and len(scan.frame_times) == len(ref_scan.frame_times) > 0
+
+
+@pytest.mark.parametrize("header,why", [("W0 H0 F25:1 Ip C420jpeg", "Picture size 0x0 is invalid"),
+                                        ("W64 H48 F25:1 Ip Cbogus", "unknown pixel format")])
+def test_a_refused_open_says_what_ffmpeg_found(tmp_path, header, why):
+    p = tmp_path / "hostile.mp4"
+    p.write_bytes(y4m(header))
+    level = av.logging.get_level()
+    for src in (str(p), p.read_bytes(), open(p, "rb")):
+        with pytest.raises(MediaError, match=why):
+            probe(src)
+    assert av.logging.get_level() == level  # FFmpeg's log is on only while it explains the failure
+
+
+def test_pipes_and_broken_links_in_a_directory_are_not_regular_files(tmp_path):
+    good = encode(tmp_path / "good.mp4", seconds=0.4)
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (tmp_path / "to_good.mp4").symlink_to(good)
+    cfg = IngestConfig()
+    items = {os.path.basename(i["source_uri"]): i for i in expand_inputs([str(tmp_path)], cfg)}
+    assert items["pipe.mp4"]["error"] == items["link.mp4"]["error"] == NOT_REGULAR
+    assert "error" not in items["good.mp4"] and "error" not in items["to_good.mp4"]
+    # and checking the item does not open the pipe (it would wait for a writer)
+    assert check_source(items["pipe.mp4"], cfg)["error"] == NOT_REGULAR
