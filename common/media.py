@@ -63,8 +63,8 @@ def _ffmpeg_says(src: Source, kw: dict) -> str:
         with av.logging.Capture() as logs:
             try:
                 _av_open(src, **kw).close()
-            except Exception:
-                pass
+            except (av.FFmpegError, OSError, ValueError):
+                pass  # the same failure again, now with its log
     finally:
         av.logging.set_level(level)
         av.logging.set_skip_repeated(skip)

@@ -44,9 +44,10 @@ def test_a_refused_open_says_what_ffmpeg_found(tmp_path, header, why):
     p = tmp_path / "hostile.mp4"
     p.write_bytes(y4m(header))
     level = av.logging.get_level()
-    for src in (str(p), p.read_bytes(), open(p, "rb")):
-        with pytest.raises(MediaError, match=why):
-            probe(src)
+    with open(p, "rb") as f:
+        for src in (str(p), p.read_bytes(), f):
+            with pytest.raises(MediaError, match=why):
+                probe(src)
     assert av.logging.get_level() == level  # FFmpeg's log is on only while it explains the failure
 
 
