@@ -65,26 +65,28 @@ def sandbox_children(root_pid: int) -> list:
     return out
 
 
-def killer(root_pid: int, n: int, killed: list, stop: threading.Event, gap_s: float = 3.0) -> None:
-    """SIGKILL ``n`` sandbox children that have been at work at least 0.2 s, ``gap_s`` apart."""
+def killer(root_pid: int, n: int, killed: list, stop: threading.Event, gap_s: float = 3.0, min_age_s: float = 0.5) -> None:
+    """SIGKILL ``n`` sandbox children that have been at work at least ``min_age_s``, ``gap_s``
+    apart. A child that has sent its result but not yet exited dies without a trace."""
     import psutil
 
     while len(killed) < n and not stop.wait(0.05):
         for p in sandbox_children(root_pid):
             try:
-                if time.time() - p.create_time() >= 0.2:
+                age = time.time() - p.create_time()
+                if age >= min_age_s:
                     p.send_signal(signal.SIGKILL)
-                    killed.append(p.pid)
+                    killed.append((p.pid, round(age, 2)))
                     stop.wait(gap_s)
                     break
             except psutil.NoSuchProcess:
                 pass
 
 
-def curate(cmd: list[str], env: dict, kill: int) -> tuple[subprocess.CompletedProcess, float, list[int]]:
+def curate(cmd: list[str], env: dict, kill: int) -> tuple[subprocess.CompletedProcess, float, list[tuple[int, float]]]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed: list[int] = []
+    killed: list[tuple[int, float]] = []
     stop = threading.Event()
     th = threading.Thread(target=killer, args=(proc.pid, kill, killed, stop), daemon=True)
     th.start()
@@ -145,7 +147,8 @@ def main() -> None:
           f"(st2v {clip_sources['st2v']}, t2v {clip_sources['t2v']}); clips stored: st2v {by_status['st2v']}, "
           f"t2v {by_status['t2v']}; rejected rows {by_status['rejected']}, error rows {by_status['error']}")
     print(f"duplicates dropped: exact {run['duplicates']['exact_dropped']}, near {run['duplicates']['near_dropped']}")
-    print(f"sandbox children killed with SIGKILL during the run: {len(killed)}")
+    print(f"sandbox children killed with SIGKILL during the run: {len(killed)} "
+          f"(their age when killed, s: {[a for _, a in killed]})")
     print(f"timeouts survived: {len(first['timeouts'])} inputs; crashes survived: {len(first['crashes'])} inputs; "
           f"segments marked for a rerun to retry: {first['retry_segments']}")
     for u in first["timeouts"] + first["crashes"]:
