@@ -25,6 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.tree_memory import split_worker_peak
+
 CLIPS = ["closeup_talk_hdtf_katiehill.mp4", "cuts_nature_noperson_noaudio.mp4", "medium_talk_latentsync_demo2.mp4",
          "face_music_only_lp_d14.mp4", "medium_talk_latentsync_demo1.mp4", "medium_person_music_only_lp_s18.mp4"]
 
@@ -99,26 +101,6 @@ def plain_decode_s(path: Path) -> float:
     return time.perf_counter() - t
 
 
-_PEAK = r"""
-import resource, sys, time
-sys.path.insert(0, {root!r})
-from pipeline.engine.config import load_config
-from pipeline.source.split import cut_segment, plan_source
-cfg = load_config(None, [])
-t = time.perf_counter(); segs = rows = 0
-for seg in plan_source({{"source_uri": {src!r}}}, cfg):
-    rows += len(cut_segment(seg, cfg).rows); segs += 1
-print(segs, rows, round(time.perf_counter() - t, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-"""
-
-
-def split_worker_peak(path: Path) -> tuple[int, int, float, int]:
-    out = subprocess.run([sys.executable, "-c", _PEAK.format(root=str(ROOT), src=str(path))], capture_output=True,
-                         text=True, check=True)
-    segs, rows, secs, mb = out.stdout.split()
-    return int(segs), int(rows), float(secs), int(mb)
-
-
 def curate_s(inputs: list[str], extra: list[str] = ()) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
@@ -128,14 +110,16 @@ def curate_s(inputs: list[str], extra: list[str] = ()) -> tuple[float, dict]:
         return wall, json.loads(Path(f"{d}/out/run.json").read_text())
 
 
-def step_shares(path: Path) -> dict[str, float]:
-    """Seconds per step for one source, in this process (the local runner's steps, timed)."""
+def step_shares(paths: list[Path]) -> dict[str, float]:
+    """Seconds per step over ``paths``, in this process (the local runner's steps, timed; the
+    visual stage's parts timed inside it, so they are also in its total)."""
     from pipeline.engine.config import load_config
     from pipeline.engine.plan import build_stages, stage_plan
     from pipeline.finalize.finish import finish_rows
     from pipeline.source import split
+    from pipeline.stages.visual import stage as visual
 
-    cfg = load_config(None, [])
+    cfg = load_config(None, ["ingest.sandbox.enabled=false"])  # the steps themselves, no child start-up
     times: dict[str, float] = {}
 
     def timed(name, fn, *a):
@@ -144,20 +128,36 @@ def step_shares(path: Path) -> dict[str, float]:
         times[name] = times.get(name, 0.0) + time.perf_counter() - t
         return out
 
+    def wrap(owner, attr, name):
+        fn = getattr(owner, attr)
+        setattr(owner, attr, lambda *a, **k: timed(name, lambda: fn(*a, **k)))
+
+    wrap(visual.VisualStage, "decode", "  visual: decode")
+    wrap(visual, "detect_sampled", "  visual: face detection")
+    wrap(visual, "analyse_motion", "  visual: motion")
+    wrap(visual.SyncScorer, "score", "  visual: lip-sync")
     ops = [(name, build_stages(stages, cfg), res) for name, stages, res in stage_plan(cfg)]
-    plan = split.plan_source({"source_uri": str(path)}, cfg)
-    while True:
-        seg = timed("plan (probe, scene scan, audio)", next, plan, None)
-        if seg is None:
-            break
-        seg = timed("cut (decode + encode)", split.cut_segment, seg, cfg)
-        for name, stages, res in ops:
-            for st in stages:
-                rows = seg.rows
-                for i in range(0, len(rows), res.batch_size):
-                    timed(f"stage {st.name}", st.run, rows[i:i + res.batch_size])
-        timed("finalize (route, encode audio, group)", finish_rows, seg.rows, cfg)
+    for path in paths:
+        plan = split.plan_source({"source_uri": str(path)}, cfg)
+        while True:
+            seg = timed("plan (probe, scene scan, audio)", next, plan, None)
+            if seg is None:
+                break
+            seg = timed("cut (decode + encode)", split.cut_segment, seg, cfg)
+            for name, stages, res in ops:
+                for st in stages:
+                    rows = seg.rows
+                    for i in range(0, len(rows), res.batch_size):
+                        timed(f"stage {st.name}", st.run, rows[i:i + res.batch_size])
+            timed("finalize (route, encode audio, group)", finish_rows, seg.rows, cfg)
     return times
+
+
+def print_shares(times: dict[str, float]) -> None:
+    total = sum(v for k, v in times.items() if not k.startswith(" "))
+    for k, v in sorted(times.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:42s} {v:8.1f} s  {100 * v / total:5.1f} %")
+    print(f"  {'total':42s} {total:8.1f} s")
 
 
 def main() -> None:
@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--episode-minutes", type=float, default=20)
     ap.add_argument("--cache", default="/tmp/mocha_episodes")
     ap.add_argument("--skip-curate", action="store_true")
+    ap.add_argument("--only-shares", action="store_true", help="only the time shares per step")
     a = ap.parse_args()
     real = Path(a.real)
     if not real.is_dir():
@@ -176,13 +177,13 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} cores; embedded defaults")
 
-    print("\n== split/cut worker peak memory by source length (plan + cut of every segment, one process)")
-    for m in a.minutes:
+    print("\n== split/cut worker peak memory by source length (plan + cut of every segment; the worker and its sandbox children)")
+    for m in [] if a.only_shares else a.minutes:
         ep = build_episode(real, m, cache / f"episode_{m:g}min.mp4")
         segs, rows, secs, mb = split_worker_peak(ep)
         print(f"{m:5g} min: {segs:4d} segments, {rows:5d} rows, {secs:7.1f} s, peak RSS {mb} MiB")
 
-    if not a.skip_curate:
+    if not (a.skip_curate or a.only_shares):
         print("\n== mocha curate wall time against a plain PyAV decode of the same files (same run)")
         files = [str(p) for p in sorted(real.glob("*.mp4"))]
         dec = sum(plain_decode_s(Path(f)) for f in files)
@@ -195,12 +196,10 @@ def main() -> None:
         print(f"{a.episode_minutes:g}-min episode: decode {dec:.1f} s, curate {wall:.1f} s = {wall / dec:.1f}x; "
               f"{run['counts']['clips']} clips, status {run['counts']['status']}")
 
-    print("\n== time share per step (in-process, one 10-minute episode)")
-    times = step_shares(build_episode(real, 10, cache / "episode_10min.mp4"))
-    total = sum(times.values())
-    for k, v in sorted(times.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:42s} {v:8.1f} s  {100 * v / total:5.1f} %")
-    print(f"  {'total':42s} {total:8.1f} s")
+    print("\n== time share per step (in-process): the real clips")
+    print_shares(step_shares(sorted(real.glob("*.mp4"))))
+    print("\n== time share per step (in-process): one 10-minute episode")
+    print_shares(step_shares([build_episode(real, 10, cache / "episode_10min.mp4")]))
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
 
 

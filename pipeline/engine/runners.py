@@ -183,9 +183,10 @@ def local_cpus(cfg: CurateConfig) -> int:
 
 
 def init_ray(cfg: CurateConfig) -> None:
-    if cfg.run.ray_address and cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
-        # a cluster bound to loopback: Ray would otherwise rewrite 127.0.0.1 to this host's network
-        # address, where that cluster does not listen (read by Ray when it is first imported)
+    if not cfg.run.ray_address or cfg.run.ray_address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+        # the embedded cluster, or one bound to loopback: Ray otherwise rewrites 127.0.0.1 to this
+        # host's network address and its servers listen on every interface (read by Ray when it
+        # is first imported)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.source.clips as clips
 from common.output import COMMITS, Output
 from pipeline.engine.config import load_config
 from pipeline.engine.writer import read_ledger
+from pipeline.source import clips
 from pipeline.source.scenes import Window
 from pipeline.source.split import cut_segment, pack_segments, plan_source
 from tests.conftest import ROOT, run_mocha
 from tests.helpers.long_source import make_long_source
+from tests.helpers.tree_memory import split_worker_peak
 
 
 def _w(a, b, scene=0, k=0):
@@ -88,29 +89,9 @@ def test_segmented_cut_gives_the_clips_of_a_whole_source_cut(tmp_path):
     assert len([k for k, v in whole.items() if len(v) == 4]) >= len([x for x in lengths if x >= 2.0])
 
 
-_PEAK = r"""
-import resource, sys
-sys.path.insert(0, {root!r})
-from pipeline.engine.config import load_config
-from pipeline.source.split import cut_segment, plan_source
-cfg = load_config(None, [])
-n = 0
-for seg in plan_source({{"source_uri": {src!r}}}, cfg):
-    n += len(cut_segment(seg, cfg).rows)
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-"""
-
-
-def _peak_mb(src: Path) -> tuple[int, int]:
-    proc = subprocess.run([sys.executable, "-c", _PEAK.format(root=str(ROOT), src=str(src))], capture_output=True,
-                          text=True, check=True, timeout=1800)
-    rows, mb = proc.stdout.split()
-    return int(rows), int(mb)
-
-
-# The split/cut worker's peak stays under this whatever the source's length (measured ~0.2-0.4 GB
-# on 640x360 sources, see benchmarks/bench_long_source.py; the bound leaves room for encoder
-# buffers at 1280 px).
+# The split/cut worker's peak, its sandbox children included, stays under this whatever the
+# source's length (see benchmarks/bench_long_source.py for the figures; the bound leaves room
+# for encoder buffers at 1280 px).
 PEAK_BOUND_MB = 1536
 
 
@@ -119,8 +100,8 @@ def test_split_worker_memory_does_not_grow_with_the_source(tmp_path):
     short, long_ = tmp_path / "ten.mkv", tmp_path / "thirty.mkv"
     make_long_source(short, 10, seed=1)
     make_long_source(long_, 30, seed=2)
-    rows_10, mb_10 = _peak_mb(short)
-    rows_30, mb_30 = _peak_mb(long_)
+    _, rows_10, _, mb_10 = split_worker_peak(short)
+    _, rows_30, _, mb_30 = split_worker_peak(long_)
     assert rows_30 > 2.5 * rows_10
     assert mb_30 < PEAK_BOUND_MB and mb_10 < PEAK_BOUND_MB
     assert mb_30 < 1.25 * mb_10 + 50, (mb_10, mb_30)  # independent of length, not proportional
