@@ -29,12 +29,50 @@ class MediaError(RuntimeError):
 
 
 def _open(src: Source, **kw):
+    # A tag that is not UTF-8 (old encoders write Latin-1 titles; a flipped byte does the same)
+    # would otherwise make PyAV refuse the whole container, pictures and sound intact.
+    kw.setdefault("metadata_errors", "replace")
     try:
-        if isinstance(src, (bytes, bytearray, memoryview)):
-            return av.open(io.BytesIO(bytes(src)), **kw)
-        return av.open(src, **kw)
+        return _av_open(src, **kw)
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"cannot open media: {e}") from e
+        raise MediaError(f"cannot open media: {e}{_ffmpeg_says(src, kw)}") from e
+
+
+def _av_open(src: Source, **kw):
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return av.open(io.BytesIO(bytes(src)), **kw)
+    return av.open(src, **kw)
+
+
+def _ffmpeg_says(src: Source, kw: dict) -> str:
+    """FFmpeg's own words for a failed open, as " (component: message)", or "".
+
+    PyAV keeps FFmpeg's log off (it costs time on every frame), so its error carries only the
+    return code, which can mislead: a YUV4MPEG header declaring 0x0 pictures reads "Device or
+    resource busy". Only on this failure path, the open is tried again with the log captured;
+    the level is restored at once."""
+    if not isinstance(src, (str, bytes, bytearray, memoryview)):
+        try:  # a file object: from its start again, if it can seek
+            src.seek(0)
+        except (AttributeError, OSError, ValueError):
+            return ""
+    level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    try:
+        av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # else the same fault in the next file says nothing
+        with av.logging.Capture() as logs:
+            try:
+                _av_open(src, **kw).close()
+            except (av.FFmpegError, OSError, ValueError):
+                pass  # the same failure again, now with its log
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip)
+    lines = [(name, msg.strip()) for _lvl, name, msg in logs if msg and msg.strip()]
+    if not lines:
+        return ""
+    name, msg = lines[-1]
+    return f" ({name or 'ffmpeg'}: {msg})"
 
 
 @dataclass

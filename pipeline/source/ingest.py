@@ -42,6 +42,7 @@ class IngestConfig(Strict):
 
 
 _GLOB_CHARS = set("*?[")
+NOT_REGULAR = "unreadable: not a regular file (a named pipe, a device or a broken link)"
 
 
 def _has_glob(s: str) -> bool:
@@ -84,11 +85,13 @@ def expand_inputs(inputs: list[str], cfg: IngestConfig) -> list[dict]:
             if not found:
                 add(os.path.abspath(local), error="no_video_files: the directory holds no video file")
             for p in sorted(found):
-                add(os.path.abspath(p))
+                # a walk lists named pipes and broken links too: a pipe's size reads 0 and its
+                # read would wait for a writer that may never come
+                add(os.path.abspath(p), **({} if os.path.isfile(p) else {"error": NOT_REGULAR}))
         elif os.path.isfile(local):
             add(os.path.abspath(local))
         elif os.path.lexists(local):
-            add(os.path.abspath(local), error="unreadable: not a regular file (broken link or special file)")
+            add(os.path.abspath(local), error=NOT_REGULAR)
         else:
             add(os.path.abspath(local), error="not_found: no such file or directory")
     return items

@@ -119,8 +119,27 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> SceneScan:
     return SceneScan(scenes, np.asarray(video.times, dtype=np.float64), video.keyframes)
 
 
+class _LenientPyAV:
+    """PyAV as PySceneDetect's backend sees it, except that containers open with lenient
+    metadata decoding (as in common.media): a tag that is not UTF-8 would otherwise make it
+    refuse a video whose pictures and sound are intact. The backend calls ``av.open`` itself
+    and takes no open options, so its module's name for PyAV is pointed here."""
+
+    def __getattr__(self, name: str):
+        return getattr(av, name)
+
+    @staticmethod
+    def open(*args, **kwargs):
+        kwargs.setdefault("metadata_errors", "replace")
+        return av.open(*args, **kwargs)
+
+
 def _recording_stream(src):
+    import scenedetect.backends.pyav as backend
     from scenedetect.backends.pyav import VideoStreamAv
+
+    if not isinstance(backend.av, _LenientPyAV):
+        backend.av = _LenientPyAV()
 
     class RecordingStream(VideoStreamAv):
         """PySceneDetect's PyAV stream, noting each decoded frame's time and keyframe flag."""

@@ -302,6 +302,10 @@ _Y4M_HEADERS = [
 # ---------------------------------------------------------------------------- odd encodes
 
 
+# Families of well-formed encodes (odd, but valid files): each decodes, none is an error row.
+ODD_ENCODE_KINDS = frozenset({"pix_fmt", "interlaced", "timestamps", "frame_rate", "streams", "channels"})
+
+
 def _odd_encodes(folder: Path, seed: int) -> Iterator[tuple[str, str, Callable[[Path], Path]]]:
     """(kind, detail, maker) of real encodes that exercise decoders and formats, each of its own
     content (a corpus of one picture in many formats would be one video and its near copies)."""
