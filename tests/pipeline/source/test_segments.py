@@ -42,7 +42,8 @@ def test_windows_pack_into_segments_of_bounded_span():
 
 def _cut_all(path: Path, segment_s: float) -> tuple[int, dict]:
     """{clip_id: (span, audio digest, digests of the frames handed to the encoder)}."""
-    cfg = load_config(None, [f"scenes.segment_s={segment_s}"])
+    # in this process, so the patched encoder sees the frames (the sandbox child would not)
+    cfg = load_config(None, [f"scenes.segment_s={segment_s}", "ingest.sandbox.enabled=false"])
     fed: list[list[str]] = []  # per encoder, in the order they were opened
     original = clips.Mp4Writer.write
 
