@@ -3,19 +3,21 @@ cleanly, and work as a context manager."""
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from http.server import ThreadingHTTPServer
 from typing import Optional
 
 
-class LocalServer:
+class LocalServer(ABC):
     _httpd: Optional[ThreadingHTTPServer] = None
 
     def _serve(self, httpd: ThreadingHTTPServer, name: str) -> None:
         self._httpd = httpd
         threading.Thread(target=httpd.serve_forever, daemon=True, name=name).start()
 
+    @abstractmethod
     def start(self):
-        raise NotImplementedError
+        """Bind a server, serve it with :meth:`_serve`, return self."""
 
     def stop(self) -> None:
         if self._httpd is not None:
