@@ -216,6 +216,17 @@ def refine_changes(labels: np.ndarray, short: np.ndarray, threshold: float, reac
     return labels
 
 
+def _merge_runs(runs: list[list[int]], gap: float) -> list[list[int]]:
+    """Consecutive runs of one speaker at most ``gap`` frames apart joined into one."""
+    out: list[list[int]] = []
+    for r in runs:
+        if out and out[-1][0] == r[0] and r[1] - out[-1][2] <= gap:
+            out[-1][2] = r[2]
+        else:
+            out.append(list(r))
+    return out
+
+
 def turns_from_labels(labels: np.ndarray, cfg: SpeakersConfig, fps: float = VIDEO_FPS) -> list[tuple[int, int, int]]:
     """(track index, start frame, end frame) turns in time order: runs of one speaker, merged
     across pauses (silence or nobody) shorter than ``merge_gap_s``, short ones dropped."""
@@ -225,21 +236,9 @@ def turns_from_labels(labels: np.ndarray, cfg: SpeakersConfig, fps: float = VIDE
             runs.append([k, int(a), int(b)])
     runs.sort(key=lambda r: r[1])
     gap = cfg.merge_gap_s * fps
-    merged: list[list[int]] = []
-    for r in runs:
-        if merged and merged[-1][0] == r[0] and r[1] - merged[-1][2] <= gap:
-            merged[-1][2] = r[2]
-        else:
-            merged.append(r)
-    keep = [r for r in merged if (r[2] - r[1]) >= cfg.min_turn_s * fps]
+    keep = [r for r in _merge_runs(runs, gap) if (r[2] - r[1]) >= cfg.min_turn_s * fps]
     # dropping a short turn may leave two turns of one speaker next to each other
-    out: list[list[int]] = []
-    for r in keep:
-        if out and out[-1][0] == r[0] and r[1] - out[-1][2] <= gap:
-            out[-1][2] = r[2]
-        else:
-            out.append(r)
-    return [tuple(r) for r in out]
+    return [tuple(r) for r in _merge_runs(keep, gap)]
 
 
 # --- scoring -----------------------------------------------------------------------------------
