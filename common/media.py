@@ -220,6 +220,24 @@ def iter_frames(
     source pixel instead of sampling a few, so rescaled copies shrink to the same image).
     ``skip_nonref``: the decoder drops frames no other frame refers to (most B-frames): about
     half the frames at well under half the cost, for analyses that only sample the pictures."""
+    for t, frame in _decoded(src, start_s, skip_nonref):
+        if width or height:
+            yield t, frame.to_ndarray(format=fmt, width=width or frame.width, height=height or frame.height,
+                                      interpolation=interpolation)
+        else:
+            yield t, frame.to_ndarray(format=fmt)
+
+
+def iter_pictures(src: Source, width: int, height: int,
+                  start_s: Optional[float] = None) -> Iterator[tuple[float, av.VideoFrame]]:
+    """As :func:`iter_frames`, but each frame stays a YUV 4:2:0 picture at ``width`` x
+    ``height``, which is what the H.264 encoder takes: a re-encode then skips the round trip
+    through RGB, which costs more than the encode itself (``Mp4Writer.write`` takes either)."""
+    for t, frame in _decoded(src, start_s, False):
+        yield t, frame.reformat(width=width, height=height, format="yuv420p")
+
+
+def _decoded(src: Source, start_s: Optional[float], skip_nonref: bool) -> Iterator[tuple[float, av.VideoFrame]]:
     with _open(src) as c:
         v = _video_stream(c)
         if v is None:
@@ -238,12 +256,7 @@ def iter_frames(
                 else:
                     t = float(frame.pts * frame.time_base) - float(start)
                 last_t = t
-                if width or height:
-                    arr = frame.to_ndarray(format=fmt, width=width or frame.width, height=height or frame.height,
-                                           interpolation=interpolation)
-                else:
-                    arr = frame.to_ndarray(format=fmt)
-                yield t, arr
+                yield t, frame
         except av.FFmpegError as e:
             raise MediaError(f"video decode failed after t={last_t:.3f}s: {e}") from e
 
@@ -292,6 +305,7 @@ class Mp4Writer:
         self.c = av.open(self.buf, mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001)
         self.v = self.c.add_stream("libx264", rate=rate)
+        self.time_base = 1 / rate  # the encoder's, one tick per frame
         self.v.width, self.v.height = width, height
         self.v.pix_fmt = "yuv420p"
         # x264 logs through its own callback when FFmpeg's default logger is active. mbtree off:
@@ -307,8 +321,16 @@ class Mp4Writer:
             self.audio_rate = audio_rate
         self.n = 0
 
-    def write(self, rgb: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    def write(self, picture: Union[np.ndarray, av.VideoFrame]) -> None:
+        """One frame: an RGB array (H, W, 3) or a decoded picture (see :func:`iter_pictures`)."""
+        if isinstance(picture, av.VideoFrame):
+            frame = picture
+            # a decoded picture keeps its source's frame type, which x264 would obey as a
+            # forced I/P/B decision; the encoder chooses here. Its time base is ours, below.
+            frame.pict_type = av.video.frame.PictureType.NONE
+            frame.time_base = self.time_base
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
         if frame.width != self.v.width or frame.height != self.v.height:
             frame = frame.reformat(width=self.v.width, height=self.v.height)
         frame.pts = self.n

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from common.fs import redact
-from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_frames
+from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_pictures
 from pipeline.source.scenes import Window
 from schemas.base import Strict
 
@@ -91,11 +91,11 @@ def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[n
     last one runs to the end of the video stream. ``audio``: each window's samples, or None."""
     width, height = fit_size(src_width, src_height, cfg.max_side)
     states = [_WindowState(w, cfg) for w in windows]
-    prev: Optional[np.ndarray] = None
+    prev = None  # the latest decoded picture
     prev_t = 0.0
     failure: Optional[str] = None
     try:
-        frames = iter_frames(src, width=width, height=height, start_s=windows[0].start_s if seek else None)
+        frames = iter_pictures(src, width, height, start_s=windows[0].start_s if seek else None)
         for t, frame in frames:
             if prev is None and seek and t > windows[0].start_s + 1e-6:
                 raise SeekMissed(f"seek landed at {t:.3f}s, after the first window at {windows[0].start_s:.3f}s")
@@ -149,7 +149,7 @@ class _WindowState:
     def tick_time(self, k: int) -> float:
         return self.w.start_s + k / self.cfg.fps
 
-    def emit_until(self, t_next: float, frame: np.ndarray, width: int, height: int, final: bool = False) -> None:
+    def emit_until(self, t_next: float, frame, width: int, height: int, final: bool = False) -> None:
         """Emit every tick before ``t_next`` with ``frame`` (the latest frame shown then)."""
         while self.n < self.ticks and (self.tick_time(self.n) < t_next - 1e-6 or (final and self.tick_time(self.n) < t_next + 1e-6)):
             if self.writer is None:

@@ -165,9 +165,11 @@ def _recording_stream(src):
             return out
 
     # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
-    # FFmpeg's terminal logger on for the whole process
+    # FFmpeg's terminal logger on for the whole process. Frame threading, as in every decode of
+    # common.media (about 1.5x on two cores): the lockup scenedetect warns of needs FFmpeg's logs
+    # routed through Python, which stay off here.
     name = src if isinstance(src, str) else "stream"
-    return RecordingStream(src, name=name, suppress_output=True)
+    return RecordingStream(src, name=name, suppress_output=True, threading_mode="AUTO")
 
 
 def frame_span(times: np.ndarray, start_s: float, end_s: float) -> tuple[int, int]:

@@ -56,6 +56,12 @@ class FacesConfig(Strict):
     # jump the tracker could not follow.
     refine_iou: float = Field(0.5, ge=0, lt=1)
     refine: bool = True  # false: the sampled frames only, interpolated in between
+    # Full-frame scans per second (null: every sample is one). Between two scans that agree,
+    # a detector that can look locally (Haar) looks only around the faces of the sample before,
+    # at scales near their size: a fraction of a full scan, where the small scales of a whole
+    # frame are most of the cost. Between scans that disagree every sample is a full scan, so
+    # a face that comes or goes is still found at the 5 fps samples and refined from there.
+    scan_fps: Optional[float] = Field(1.0, gt=0)
     # Frames per detector call (onnx detectors; Haar loops) on a CPU worker: one 640 px frame
     # already fills the cores and bigger batches only lose cache (YuNet at batch 8 runs at
     # ~0.8x, at 32 at ~0.5x of batch 1: benchmarks/bench_batching.py).
@@ -78,6 +84,12 @@ class FacesConfig(Strict):
         if self.detect_fps is None:
             return self.detect_every
         return max(1, int(round(float(fps) / self.detect_fps)))
+
+    def scan_every(self) -> int:
+        """Samples between two full-frame scans (1: every sample is a full scan)."""
+        if self.detect_fps is None or self.scan_fps is None:
+            return 1
+        return max(1, int(round(self.detect_fps / self.scan_fps)))
 
 
 def _ort_session(model, device: str = "cpu"):
@@ -115,6 +127,14 @@ class FaceDetector:
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(N, 5) boxes per RGB frame; the same as :meth:`detect` on each frame."""
         return [self.detect(f) for f in frames]
+
+    # whether detect_near looks only near the given boxes (cheaper than a full frame)
+    local = False
+
+    def detect_near(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Faces near ``boxes`` (N, >=4) of an earlier frame; a full detection unless the
+        backend can look locally."""
+        return self.detect(rgb)
 
     def info(self) -> dict:
         return {"backend": self.name, "fallback": self.fallback}
@@ -306,12 +326,49 @@ class HaarDetector(FaceDetector):
         self.min_neighbors = min_neighbors
         self.min_size = min_size
 
+    local = True
+    # around a known face: a crop this many face sizes beyond each side, scales within these
+    # factors of its height (a talking head moves and turns by much less between two samples)
+    near_margin = 1.0
+    near_scales = (0.7, 1.45)
+
     def detect(self, rgb: np.ndarray) -> np.ndarray:
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        return self._cascade(self._gray(rgb), self.min_size)
+
+    def detect_near(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The cascade on a crop around each box (the frame's own histogram equalisation, so
+        the pixels are those a full scan sees), at the scales near the box's size."""
+        gray = self._gray(rgb)
+        H, W = gray.shape
+        found = []
+        for x0, y0, x1, y1 in np.asarray(boxes, np.float64)[:, :4]:
+            w, h = x1 - x0, y1 - y0
+            cx0, cy0 = int(max(0, x0 - self.near_margin * w)), int(max(0, y0 - self.near_margin * h))
+            cx1, cy1 = int(min(W, x1 + self.near_margin * w)), int(min(H, y1 + self.near_margin * h))
+            lo, hi = max(self.min_size, int(self.near_scales[0] * h)), int(self.near_scales[1] * h) + 1
+            if cx1 - cx0 < lo or cy1 - cy0 < lo:
+                continue
+            d = self._cascade(gray[cy0:cy1, cx0:cx1], lo, hi)
+            if len(d):
+                d[:, [0, 2]] += cx0
+                d[:, [1, 3]] += cy0
+                found.append(d)
+        if not found:
+            return _empty()
+        d = np.vstack(found)
+        # neighbouring crops can both hold a face: keep it once
+        keep = [i for i in range(len(d)) if all(_iou_matrix(d[i:i + 1], d[j:j + 1])[0, 0] < 0.5 for j in range(i))]
+        return d[keep]
+
+    @staticmethod
+    def _gray(rgb: np.ndarray) -> np.ndarray:
+        return cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+    def _cascade(self, gray: np.ndarray, min_px: int, max_px: int = 0) -> np.ndarray:
         boxes = self.model.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=self.min_neighbors,
-                                            minSize=(self.min_size, self.min_size))
+                                            minSize=(min_px, min_px), maxSize=(max_px, max_px))
         if len(boxes) == 0:
-            return np.zeros((0, 5), np.float32)
+            return _empty()
         b = np.asarray(boxes, np.float32)
         # The cascade has no score; 1.0 marks "accepted by all stages".
         return np.c_[b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3], np.ones(len(b), np.float32)]
@@ -389,13 +446,58 @@ def detect_sampled(det: FaceDetector, frames: np.ndarray, fps: float, cfg: Faces
     ``cfg.detect_step(fps)`` frames (and the last), plus, between two samples whose faces do
     not agree (:func:`faces_agree` at ``cfg.refine_iou``), the frame halfway, recursively,
     until neighbours agree or are adjacent. Each round's new frames go to the detector as one
-    batch. Returns {frame index: (N, 5)} in frame order, like :func:`detect_frames`."""
-    dets = detect_at(det, frames, sample_indices(len(frames), cfg.detect_step(fps)), cfg.min_face_px)
+    batch. A detector that can look locally (``det.local``) scans whole frames only at
+    ``cfg.scan_fps`` (see :func:`_scan_and_follow`) and refines near the faces of both
+    neighbours. Returns {frame index: (N, 5)} in frame order, like :func:`detect_frames`."""
+    samples = sample_indices(len(frames), cfg.detect_step(fps))
+    every = cfg.scan_every() if det.local else 1
+    if every == 1:
+        dets = detect_at(det, frames, samples, cfg.min_face_px)
+    else:
+        dets = _scan_and_follow(det, frames, samples, every, cfg.min_face_px)
     keys = sorted(dets)
     pending = list(zip(keys, keys[1:])) if cfg.refine else []
     while pending:
         pending = [(a, b) for a, b in pending if b - a > 1 and not faces_agree(dets[a], dets[b], cfg.refine_iou)]
         mids = [(a + b) // 2 for a, b in pending]
-        dets.update(detect_at(det, frames, mids, cfg.min_face_px))
+        if det.local:
+            # a face that differs between a and b is, at the frame halfway, near where one of them has it
+            dets.update({m: _near(det, frames[m], _union(dets[a], dets[b]), cfg.min_face_px)
+                         for (a, b), m in zip(pending, mids)})
+        else:
+            dets.update(detect_at(det, frames, mids, cfg.min_face_px))
         pending = [p for (a, b), m in zip(pending, mids) for p in ((a, m), (m, b))]
     return dict(sorted(dets.items()))
+
+
+def _scan_and_follow(det: FaceDetector, frames: np.ndarray, samples: list[int], every: int,
+                     min_px: int) -> dict[int, np.ndarray]:
+    """Full scans on every ``every``-th sample (and the last); each sample between two scans
+    looks near the faces of the sample before it and of the next scan, so a face that stays is
+    followed and one that comes or goes is found where it is at either end. Nothing is looked
+    for between two scans without faces: a face present for less than a scan interval is
+    shorter than a track's minimum."""
+    if not samples:
+        return {}
+    scans = samples[::every]
+    if scans[-1] != samples[-1]:
+        scans.append(samples[-1])
+    dets = detect_at(det, frames, scans, min_px)
+    for a, b in zip(scans, scans[1:]):
+        prev = dets[a]
+        for s in (s for s in samples if a < s < b):
+            refs = _union(prev, dets[b])
+            dets[s] = prev = _near(det, frames[s], refs, min_px) if len(refs) else _empty()
+    return dets
+
+
+def _near(det: FaceDetector, frame: np.ndarray, refs: np.ndarray, min_px: int) -> np.ndarray:
+    d = det.detect_near(frame, refs)
+    return d[(d[:, 3] - d[:, 1]) >= min_px] if len(d) else d
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The boxes of ``a`` and those of ``b`` that overlap none of them by half."""
+    if not len(a) or not len(b):
+        return a if len(a) else b
+    return np.vstack([a, b[_iou_matrix(b, a).max(axis=1) < 0.5]])

@@ -33,16 +33,17 @@ def _gray_small(frames: np.ndarray, width: int) -> list[np.ndarray]:
 
 def flow_magnitudes(frames: np.ndarray, cfg: MotionConfig) -> np.ndarray:
     """Mean flow magnitude (px/frame at ``cfg.analysis_width``) of each frame pair t, t+step."""
-    gray = _gray_small(frames, cfg.analysis_width)
-    step = cfg.frame_step if len(gray) > cfg.frame_step else 1
+    step = cfg.frame_step if len(frames) > cfg.frame_step else 1
+    # pairs (t, t + step) for t = 0, step, 2 step ...: only every step-th frame is looked at
+    gray = _gray_small(frames[::step], cfg.analysis_width)
     if cfg.method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         calc = lambda a, b: dis.calc(a, b, None)  # noqa: E731
     else:
         calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # noqa: E731
     mags = []
-    for i in range(0, len(gray) - step, step):
-        fl = calc(gray[i], gray[i + step])
+    for a, b in zip(gray, gray[1:]):
+        fl = calc(a, b)
         mags.append(float(np.sqrt((fl ** 2).sum(-1)).mean()) / step)
     return np.asarray(mags, np.float64)
 

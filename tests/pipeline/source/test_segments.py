@@ -47,12 +47,12 @@ def _cut_all(path: Path, segment_s: float) -> tuple[int, dict]:
     fed: list[list[str]] = []  # per encoder, in the order they were opened
     original = clips.Mp4Writer.write
 
-    def write(self, rgb):
+    def write(self, picture):
         if not hasattr(self, "_fed"):
             self._fed = []
             fed.append(self._fed)
-        self._fed.append(hashlib.md5(np.ascontiguousarray(rgb).tobytes()).hexdigest())
-        return original(self, rgb)
+        self._fed.append(hashlib.md5(picture.to_ndarray().tobytes()).hexdigest())  # the YUV planes
+        return original(self, picture)
 
     clips.Mp4Writer.write = write
     try:

@@ -137,6 +137,57 @@ def test_changes_between_samples_are_refined_down_to_the_frame():
     assert 13 not in plain and min(t.frames[0] for t in track_faces(plain) if t.frames[0] > 0) == 15
 
 
+class LocalScriptedDetector(ScriptedDetector):
+    """A scripted detector that can look locally: near a box it sees only the scripted faces
+    that overlap the box grown by a face size on each side (as the Haar crop does)."""
+
+    local = True
+
+    def __init__(self, boxes_at):
+        super().__init__(boxes_at, batch_size=1)
+        self.near_seen: list[int] = []
+
+    def detect_near(self, rgb, boxes):
+        i = int(rgb[0, 0, 0])
+        self.near_seen.append(i)
+        grown = [np.array([x0 - (x1 - x0), y0 - (y1 - y0), x1 + (x1 - x0), y1 + (y1 - y0)]) for x0, y0, x1, y1 in boxes[:, :4]]
+        found = [b for b in np.asarray(self.boxes_at(i), np.float32).reshape(-1, 5)
+                 if any(b[0] < g[2] and b[2] > g[0] and b[1] < g[3] and b[3] > g[1] for g in grown)]
+        return np.asarray(found, np.float32).reshape(-1, 5)
+
+
+def test_a_local_detector_scans_whole_frames_at_the_scan_rate_only():
+    det = LocalScriptedDetector(lambda i: [_box(100 + i, 50, s=60)])
+    d = detect_sampled(det, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, scan_fps=1.0))
+    assert sorted(d) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 49]
+    assert det.seen == [0, 25, 49]  # full scans: one a second and the last frame
+    assert sorted(det.near_seen) == [5, 10, 15, 20, 30, 35, 40, 45]
+    assert all(len(v) == 1 and v[0, 0] == 100 + i for i, v in d.items())
+    # a detector that cannot look locally keeps full detections on every sample
+    plain = ScriptedDetector(lambda i: [_box(100 + i, 50, s=60)])
+    detect_sampled(plain, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, scan_fps=1.0))
+    assert sorted(plain.seen) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 49]
+
+
+def test_a_face_entering_between_scans_is_found_where_it_enters():
+    def boxes(i):
+        return [_box(100, 50, s=60)] + ([_box(300, 60, s=50)] if i >= 13 else [])
+
+    det = LocalScriptedDetector(boxes)
+    cfg = FacesConfig(detect_fps=5.0, scan_fps=1.0)
+    d = detect_sampled(det, _index_frames(50), 25.0, cfg)
+    assert len(d[12]) == 1 and len(d[13]) == 2  # refined near the face the next scan has
+    assert 13 in [t.frames[0] for t in track_faces(d, cfg.iou_threshold, cfg.max_gap)]
+    assert det.seen == [0, 25, 49]
+
+
+def test_nothing_is_looked_for_between_two_scans_without_faces():
+    det = LocalScriptedDetector(lambda i: [_box(100, 50, s=60)] if 30 <= i <= 34 else [])
+    d = detect_sampled(det, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, scan_fps=1.0))
+    assert det.seen == [0, 25, 49] and det.near_seen == []
+    assert all(len(v) == 0 for v in d.values())  # a 0.2 s face between empty scans: below a track's minimum
+
+
 def test_faces_agree():
     a = np.stack([_box(0, 0), _box(200, 0)])
     assert faces_agree(a, a[::-1], 0.5)
@@ -272,3 +323,19 @@ def test_onnx_sessions_follow_the_stage_device(monkeypatch):
     faces._ort_session(b"model", "cuda")
     assert seen == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
                     ["CPUExecutionProvider"], ["CPUExecutionProvider"]]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["closeup_talk_hdtf_katiehill.mp4", "medium_talk_latentsync_demo2.mp4"])
+def test_haar_near_a_known_face_finds_what_a_full_scan_finds(real_dir, name):
+    frames = frames_25(real(real_dir, name), 4.0)  # at the analysis size
+    det = HaarDetector()
+    pairs = 0
+    for k in range(0, len(frames) - 5, 10):
+        before, full = det.detect(frames[k]), det.detect(frames[k + 5])
+        if len(before) != 1 or len(full) != 1:
+            continue  # a miss or a false second face: what refinement is for
+        near = det.detect_near(frames[k + 5], before)
+        assert len(near) == 1 and iou(near[0], full[0]) >= 0.8, (k, near, full)
+        pairs += 1
+    assert pairs >= 5
