@@ -29,7 +29,11 @@ class ClipsConfig(Strict):
     # Longest side of the stored clip; larger sources are downscaled (aspect kept, even sizes).
     max_side: int = Field(1280, ge=64)
     crf: int = Field(20, ge=0, le=51)
-    preset: str = "veryfast"
+    # x264 preset: the encode is the largest single cost of curation on a CPU. On the real clips
+    # at crf 20, superfast encodes 1.4-2.8x faster than veryfast at the same PSNR against the
+    # source (within 0.2 dB), for 6-37 % more bytes; veryfast is the choice where storage
+    # weighs more than curation time.
+    preset: str = "superfast"
     audio_rate: Literal[16000] = AUDIO_RATE  # Silero VAD, Wav2Vec2, SyncNet and LR-ASD all take 16 kHz
     audio_format: Literal["flac", "wav"] = "flac"
 
