@@ -153,11 +153,13 @@ def step_shares(paths: list[Path]) -> dict[str, float]:
     return times
 
 
-def print_shares(times: dict[str, float]) -> None:
+def print_shares(times: dict[str, float], paths: list[Path]) -> None:
+    """The shares, and the total as a multiple of a plain decode of ``paths`` (timed next to it)."""
+    dec = sum(plain_decode_s(p) for p in paths)
     total = sum(v for k, v in times.items() if not k.startswith(" "))
     for k, v in sorted(times.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:42s} {v:8.1f} s  {100 * v / total:5.1f} %")
-    print(f"  {'total':42s} {total:8.1f} s")
+        print(f"  {k:42s} {v:8.1f} s  {100 * v / total:5.1f} %  {v / dec:5.2f}x decode")
+    print(f"  {'total':42s} {total:8.1f} s          {total / dec:5.2f}x a plain decode ({dec:.1f} s)")
 
 
 def main() -> None:
@@ -185,21 +187,27 @@ def main() -> None:
 
     if not (a.skip_curate or a.only_shares):
         print("\n== mocha curate wall time against a plain PyAV decode of the same files (same run)")
-        files = [str(p) for p in sorted(real.glob("*.mp4"))]
-        dec = sum(plain_decode_s(Path(f)) for f in files)
-        wall, run = curate_s(files)
+        # the decode is timed before and after the curation and averaged: a shared machine's
+        # speed drifts over minutes, and both sides of the ratio should see the same drift
+        files = [Path(f) for f in sorted(real.glob("*.mp4"))]
+        dec_before = sum(plain_decode_s(f) for f in files)
+        wall, run = curate_s([str(f) for f in files])
+        dec = (dec_before + sum(plain_decode_s(f) for f in files)) / 2
         print(f"real clips: decode {dec:.1f} s, curate {wall:.1f} s (incl. Ray start) = {wall / dec:.1f}x; "
-              f"{run['counts']['clips']} clips")
+              f"{run['counts']['clips']} clips, status {run['counts']['status']}, timings {run['timings']}")
         ep = build_episode(real, a.episode_minutes, cache / f"episode_{a.episode_minutes:g}min.mp4")
-        dec = plain_decode_s(ep)
+        dec_before = plain_decode_s(ep)
         wall, run = curate_s([str(ep)])
+        dec = (dec_before + plain_decode_s(ep)) / 2
         print(f"{a.episode_minutes:g}-min episode: decode {dec:.1f} s, curate {wall:.1f} s = {wall / dec:.1f}x; "
-              f"{run['counts']['clips']} clips, status {run['counts']['status']}")
+              f"{run['counts']['clips']} clips, status {run['counts']['status']}, timings {run['timings']}")
 
     print("\n== time share per step (in-process): the real clips")
-    print_shares(step_shares(sorted(real.glob("*.mp4"))))
+    clips = sorted(real.glob("*.mp4"))
+    print_shares(step_shares(clips), clips)
     print("\n== time share per step (in-process): one 10-minute episode")
-    print_shares(step_shares([build_episode(real, 10, cache / "episode_10min.mp4")]))
+    ep = [build_episode(real, 10, cache / "episode_10min.mp4")]
+    print_shares(step_shares(ep), ep)
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
 
 

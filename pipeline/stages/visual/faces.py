@@ -56,11 +56,11 @@ class FacesConfig(Strict):
     # jump the tracker could not follow.
     refine_iou: float = Field(0.5, ge=0, lt=1)
     refine: bool = True  # false: the sampled frames only, interpolated in between
-    # Full-frame scans per second (null: every sample is one). Between two scans that agree,
-    # a detector that can look locally (Haar) looks only around the faces of the sample before,
-    # at scales near their size: a fraction of a full scan, where the small scales of a whole
-    # frame are most of the cost. Between scans that disagree every sample is a full scan, so
-    # a face that comes or goes is still found at the 5 fps samples and refined from there.
+    # Full-frame scans per second (null: every sample is one). Between two scans, a detector
+    # that can look locally (Haar) looks only around the faces of the sample before and of the
+    # next scan, at scales near their size: a fraction of a full scan, whose small scales are
+    # most of its cost. A face that comes or goes is present at one of the two scans, so it is
+    # still found at the sample where it does (tests/pipeline/stages/visual/test_face_rate.py).
     scan_fps: Optional[float] = Field(1.0, gt=0)
     # Frames per detector call (onnx detectors; Haar loops) on a CPU worker: one 640 px frame
     # already fills the cores and bigger batches only lose cache (YuNet at batch 8 runs at
@@ -450,17 +450,17 @@ def detect_sampled(det: FaceDetector, frames: np.ndarray, fps: float, cfg: Faces
     ``cfg.scan_fps`` (see :func:`_scan_and_follow`) and refines near the faces of both
     neighbours. Returns {frame index: (N, 5)} in frame order, like :func:`detect_frames`."""
     samples = sample_indices(len(frames), cfg.detect_step(fps))
-    every = cfg.scan_every() if det.local else 1
-    if every == 1:
-        dets = detect_at(det, frames, samples, cfg.min_face_px)
+    local = det.local and cfg.scan_every() > 1
+    if local:
+        dets = _scan_and_follow(det, frames, samples, cfg.scan_every(), cfg.min_face_px)
     else:
-        dets = _scan_and_follow(det, frames, samples, every, cfg.min_face_px)
+        dets = detect_at(det, frames, samples, cfg.min_face_px)
     keys = sorted(dets)
     pending = list(zip(keys, keys[1:])) if cfg.refine else []
     while pending:
         pending = [(a, b) for a, b in pending if b - a > 1 and not faces_agree(dets[a], dets[b], cfg.refine_iou)]
         mids = [(a + b) // 2 for a, b in pending]
-        if det.local:
+        if local:
             # a face that differs between a and b is, at the frame halfway, near where one of them has it
             dets.update({m: _near(det, frames[m], _union(dets[a], dets[b]), cfg.min_face_px)
                          for (a, b), m in zip(pending, mids)})

@@ -163,6 +163,10 @@ def test_a_local_detector_scans_whole_frames_at_the_scan_rate_only():
     assert det.seen == [0, 25, 49]  # full scans: one a second and the last frame
     assert sorted(det.near_seen) == [5, 10, 15, 20, 30, 35, 40, 45]
     assert all(len(v) == 1 and v[0, 0] == 100 + i for i, v in d.items())
+    # without scan_fps every sample is a full scan, refinement included
+    full = LocalScriptedDetector(lambda i: [_box(100, 50, s=60)] + ([_box(300, 60, s=50)] if i >= 13 else []))
+    d = detect_sampled(full, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, scan_fps=None))
+    assert full.near_seen == [] and {12, 13} <= set(full.seen)
     # a detector that cannot look locally keeps full detections on every sample
     plain = ScriptedDetector(lambda i: [_box(100 + i, 50, s=60)])
     detect_sampled(plain, _index_frames(50), 25.0, FacesConfig(detect_fps=5.0, scan_fps=1.0))
