@@ -353,12 +353,10 @@ class HaarDetector(FaceDetector):
                 d[:, [0, 2]] += cx0
                 d[:, [1, 3]] += cy0
                 found.append(d)
-        if not found:
-            return _empty()
-        d = np.vstack(found)
-        # neighbouring crops can both hold a face: keep it once
-        keep = [i for i in range(len(d)) if all(_iou_matrix(d[i:i + 1], d[j:j + 1])[0, 0] < 0.5 for j in range(i))]
-        return d[keep]
+        out = _empty()
+        for d in found:  # neighbouring crops can both hold a face: keep it once
+            out = _union(out, d)
+        return out
 
     @staticmethod
     def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -401,7 +399,7 @@ def detect_at(det: FaceDetector, frames: np.ndarray, indices: Sequence[int], min
     for b in range(0, len(idx), step):
         part = idx[b:b + step]
         for i, d in zip(part, det.detect_batch(frames[part])):
-            out[i] = d[(d[:, 3] - d[:, 1]) >= min_px] if len(d) else d
+            out[i] = _tall_enough(d, min_px)
     return out
 
 
@@ -492,7 +490,10 @@ def _scan_and_follow(det: FaceDetector, frames: np.ndarray, samples: list[int], 
 
 
 def _near(det: FaceDetector, frame: np.ndarray, refs: np.ndarray, min_px: int) -> np.ndarray:
-    d = det.detect_near(frame, refs)
+    return _tall_enough(det.detect_near(frame, refs), min_px)
+
+
+def _tall_enough(d: np.ndarray, min_px: int) -> np.ndarray:
     return d[(d[:, 3] - d[:, 1]) >= min_px] if len(d) else d
 
 
