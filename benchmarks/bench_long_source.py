@@ -3,7 +3,10 @@ length, and the time share of each step, on synthetic "episodes" made of the rea
 close-up and medium shots, nature, music) rescaled to 640x360 at 25 fps with AAC audio, cut hard.
 
     .venv/bin/python benchmarks/bench_long_source.py [--minutes 10 30 60] [--episode-minutes 20]
-        [--real ../shared/data/real] [--cache /tmp/mocha_episodes]
+        [--real ../shared/data/real] [--cache /tmp/mocha_episodes] [--weights ../shared/data/weights]
+
+--weights adds the production-like models found there (YuNet faces, LR-ASD speakers) to the
+embedded defaults, for the same figures with the learned models' cost in them.
 
 Prints, never asserts. Episodes are cached (building a 60-minute one takes minutes).
 """
@@ -19,6 +22,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -101,6 +105,14 @@ def plain_decode_s(path: Path) -> float:
     return time.perf_counter() - t
 
 
+def weight_overrides(weights: Optional[Path]) -> list[str]:
+    """--set overrides that use the detector and active-speaker weights in ``weights``."""
+    if weights is None:
+        return []
+    return [f"visual.faces.yunet_onnx={weights / 'face_detection_yunet_2023mar.onnx'}",
+            f"speakers.checkpoint={weights / 'lr_asd_pretrain_AVA.model'}"]
+
+
 def curate_s(inputs: list[str], extra: list[str] = ()) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
@@ -110,16 +122,17 @@ def curate_s(inputs: list[str], extra: list[str] = ()) -> tuple[float, dict]:
         return wall, json.loads(Path(f"{d}/out/run.json").read_text())
 
 
-def step_shares(paths: list[Path]) -> dict[str, float]:
+def step_shares(paths: list[Path], overrides: list[str] = ()) -> dict[str, float]:
     """Seconds per step over ``paths``, in this process (the local runner's steps, timed; the
     visual stage's parts timed inside it, so they are also in its total)."""
     from pipeline.engine.config import load_config
     from pipeline.engine.plan import build_stages, stage_plan
     from pipeline.finalize.finish import finish_rows
     from pipeline.source import split
+    from pipeline.stages.visual import speakers
     from pipeline.stages.visual import stage as visual
 
-    cfg = load_config(None, ["ingest.sandbox.enabled=false"])  # the steps themselves, no child start-up
+    cfg = load_config(None, ["ingest.sandbox.enabled=false", *overrides])  # the steps themselves, no child start-up
     times: dict[str, float] = {}
 
     def timed(name, fn, *a):
@@ -136,6 +149,8 @@ def step_shares(paths: list[Path]) -> dict[str, float]:
     wrap(visual, "detect_sampled", "  visual: face detection")
     wrap(visual, "analyse_motion", "  visual: motion")
     wrap(visual.SyncScorer, "score", "  visual: lip-sync")
+    wrap(speakers, "decode_crops", "  speakers: decode crops")
+    wrap(speakers.SpeakerScorer, "scores", "  speakers: LR-ASD")
     ops = [(name, build_stages(stages, cfg), res) for name, stages, res in stage_plan(cfg)]
     for path in paths:
         plan = split.plan_source({"source_uri": str(path)}, cfg)
@@ -170,14 +185,17 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/mocha_episodes")
     ap.add_argument("--skip-curate", action="store_true")
     ap.add_argument("--only-shares", action="store_true", help="only the time shares per step")
+    ap.add_argument("--weights", default=None, help="a folder with the YuNet and LR-ASD weights to use")
     a = ap.parse_args()
+    weights = Path(a.weights) if a.weights else None
+    extra = [x for o in weight_overrides(weights) for x in ("--set", o)]
     real = Path(a.real)
     if not real.is_dir():
         print(f"real data not found at {real}; nothing to measure")
         return
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} cores; embedded defaults")
+    print(f"{os.cpu_count()} cores; " + (f"embedded defaults with YuNet and LR-ASD from {weights}" if weights else "embedded defaults"))
 
     print("\n== split/cut worker peak memory by source length (plan + cut of every segment; the worker and its sandbox children)")
     for m in [] if a.only_shares else a.minutes:
@@ -191,23 +209,23 @@ def main() -> None:
         # speed drifts over minutes, and both sides of the ratio should see the same drift
         files = [Path(f) for f in sorted(real.glob("*.mp4"))]
         dec_before = sum(plain_decode_s(f) for f in files)
-        wall, run = curate_s([str(f) for f in files])
+        wall, run = curate_s([str(f) for f in files], extra)
         dec = (dec_before + sum(plain_decode_s(f) for f in files)) / 2
         print(f"real clips: decode {dec:.1f} s, curate {wall:.1f} s (incl. Ray start) = {wall / dec:.1f}x; "
               f"{run['counts']['clips']} clips, status {run['counts']['status']}, timings {run['timings']}")
         ep = build_episode(real, a.episode_minutes, cache / f"episode_{a.episode_minutes:g}min.mp4")
         dec_before = plain_decode_s(ep)
-        wall, run = curate_s([str(ep)])
+        wall, run = curate_s([str(ep)], extra)
         dec = (dec_before + plain_decode_s(ep)) / 2
         print(f"{a.episode_minutes:g}-min episode: decode {dec:.1f} s, curate {wall:.1f} s = {wall / dec:.1f}x; "
               f"{run['counts']['clips']} clips, status {run['counts']['status']}, timings {run['timings']}")
 
     print("\n== time share per step (in-process): the real clips")
     clips = sorted(real.glob("*.mp4"))
-    print_shares(step_shares(clips), clips)
+    print_shares(step_shares(clips, weight_overrides(weights)), clips)
     print("\n== time share per step (in-process): one 10-minute episode")
     ep = [build_episode(real, 10, cache / "episode_10min.mp4")]
-    print_shares(step_shares(ep), ep)
+    print_shares(step_shares(ep, weight_overrides(weights)), ep)
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
 
 

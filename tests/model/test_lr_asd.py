@@ -16,6 +16,7 @@ from common.weights import REGISTRY, sha256_file
 from model.lr_asd import (
     LRASD,
     PUBLISHED_WINDOWS_S,
+    REACH,
     load_lr_asd,
     usable_frames,
     windowed_scores,
@@ -143,6 +144,26 @@ def test_eval_path_folds_batchnorm_without_changing_results():
     with torch.no_grad():
         got = net(torch.from_numpy(mfccs[0][:80])[None], torch.from_numpy(faces[0])[None])[0].numpy()
     np.testing.assert_allclose(got, reference_logits(sd, mfccs[0][:80], faces[0]), atol=1e-4)
+
+
+def test_window_ends_recomputed_layer_by_layer_equal_windows_encoded_alone():
+    net = _random_net(4)
+    faces, _ = _inputs([100], seed=4)
+    x = torch.from_numpy(faces[0])[None]
+    with torch.no_grad():
+        full, first, last = net.model.embed_faces_with_edges(x, [25, 50], [50, 75])
+        np.testing.assert_allclose(full.numpy(), net.model.embed_faces(x)[0].numpy(), atol=1e-5)
+        assert first.shape == last.shape == (2, REACH, 128)
+        for k, p in enumerate([25, 50]):  # a window starting at p, encoded on its own
+            alone = net.model.embed_faces(x[:, p:p + 25])[0]
+            np.testing.assert_allclose(first[k].numpy(), alone[:REACH].numpy(), atol=1e-5)
+            assert not np.allclose(first[k].numpy(), full[p:p + REACH].numpy(), atol=1e-3)  # the padding shows
+        for k, q in enumerate([50, 75]):  # a window ending at q
+            alone = net.model.embed_faces(x[:, q - 25:q])[0]
+            np.testing.assert_allclose(last[k].numpy(), alone[-REACH:].numpy(), atol=1e-5)
+        # beyond REACH a window's outputs are the sequence's: what the recomputation relies on
+        np.testing.assert_allclose(net.model.embed_faces(x[:, 25:50])[0, REACH:-REACH].numpy(),
+                                   full[25 + REACH:50 - REACH].numpy(), atol=1e-5)
 
 
 @pytest.mark.slow  # ~20 s of CPU convolutions
