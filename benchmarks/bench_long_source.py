@@ -188,7 +188,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="a folder with the YuNet and LR-ASD weights to use")
     a = ap.parse_args()
     weights = Path(a.weights) if a.weights else None
-    extra = [x for o in weight_overrides(weights) for x in ("--set", o)]
+    overrides = weight_overrides(weights)
+    extra = [x for o in overrides for x in ("--set", o)]
     real = Path(a.real)
     if not real.is_dir():
         print(f"real data not found at {real}; nothing to measure")
@@ -222,10 +223,10 @@ def main() -> None:
 
     print("\n== time share per step (in-process): the real clips")
     clips = sorted(real.glob("*.mp4"))
-    print_shares(step_shares(clips, weight_overrides(weights)), clips)
+    print_shares(step_shares(clips, overrides), clips)
     print("\n== time share per step (in-process): one 10-minute episode")
     ep = [build_episode(real, 10, cache / "episode_10min.mp4")]
-    print_shares(step_shares(ep, weight_overrides(weights)), ep)
+    print_shares(step_shares(ep, overrides), ep)
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
 
 

@@ -166,8 +166,8 @@ class VisualEncoder(nn.Module):
         for step, h in steps:
             if h == 0:
                 a = step(a)
-                left = step(left) if left is not None and len(starts) else left
-                right = step(right) if right is not None and len(ends) else right
+                left = step(left) if left is not None else None
+                right = step(right) if right is not None else None
                 continue
             if len(starts):
                 beside = _frames(a, [p + r + k for p in starts for k in range(2 * h)], len(starts))
@@ -242,6 +242,10 @@ class BiGRUDetector(nn.Module):
         return self.attention(fwd, torch.flip(bwd, dims=[1]))
 
 
+def _normalised(faces: torch.Tensor) -> torch.Tensor:
+    return (faces.float() / 255.0 - FACE_MEAN) / FACE_STD
+
+
 class ASDNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -252,13 +256,11 @@ class ASDNet(nn.Module):
 
     def embed_faces(self, faces: torch.Tensor) -> torch.Tensor:
         """(B, T, 112, 112) grayscale 0..255 -> (B, T, 128)."""
-        x = (faces.float() / 255.0 - FACE_MEAN) / FACE_STD
-        return self.visualEncoder(x.unsqueeze(1))
+        return self.visualEncoder(_normalised(faces).unsqueeze(1))
 
     def embed_faces_with_edges(self, faces: torch.Tensor, starts: Sequence[int], ends: Sequence[int]):
         """(1, T, 112, 112) -> :meth:`VisualEncoder.forward_with_edges`."""
-        x = (faces.float() / 255.0 - FACE_MEAN) / FACE_STD
-        return self.visualEncoder.forward_with_edges(x.unsqueeze(1), starts, ends)
+        return self.visualEncoder.forward_with_edges(_normalised(faces).unsqueeze(1), starts, ends)
 
     def embed_audio(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(B, 4T, 13) MFCC -> (B, T, 128)."""
