@@ -37,9 +37,9 @@ MIN_SAMPLES = 400
 def load_wav2vec2(model: str, device: str = "cpu", models_dir: Optional[str] = None):
     """Load a Wav2Vec2 model and its feature extractor from a local path, a registry name or a
     hub id already in the cache. Raises ModelMissing (naming `mocha models fetch`) otherwise."""
+    path = resolve_model(model, models_dir)  # before importing transformers: a second, not needed when missing
     from transformers import AutoFeatureExtractor, Wav2Vec2Model
 
-    path = resolve_model(model, models_dir)
     net = Wav2Vec2Model.from_pretrained(path, local_files_only=True)
     net.eval().to(device)
     try:

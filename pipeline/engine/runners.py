@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from common.output import Output
+from common.threads import set_worker_threads
 from pipeline.engine.config import CurateConfig, StageResources
 from pipeline.engine.plan import apply_stages, build_stages, stage_plan
 from pipeline.engine.stage import Stage
@@ -63,10 +64,8 @@ class StageActor:
     """Ray callable class: builds and sets up its stages once per worker, then maps segments."""
 
     def __init__(self, stages: list[type[Stage]], cfg: CurateConfig, res: StageResources):
-        import torch
-
-        # this worker process is Ray's to size: as many torch threads as CPUs reserved for it
-        torch.set_num_threads(max(1, math.floor(res.num_cpus)))
+        # this worker process is Ray's to size: as many threads as CPUs reserved for it
+        set_worker_threads(math.floor(res.num_cpus))
         self.stages = build_stages(stages, cfg, worker_device(res))
         self.batch_size = res.batch_size
 

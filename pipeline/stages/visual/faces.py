@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from common.threads import worker_threads
 from schemas.base import Strict
 
 
@@ -96,13 +97,12 @@ def _ort_session(model, device: str = "cpu"):
     """An onnxruntime session on ``device``: CUDA (the GPU Ray assigned, index from the
     device string) when onnxruntime offers it, else CPU.
 
-    On the CPU it uses the worker's thread budget, which the runner sets through torch (as
-    many threads as CPUs Ray reserved for the worker), and its threads sleep rather than spin
+    On the CPU it uses the worker's thread budget (``common.threads``: as many threads as CPUs
+    Ray reserved for the worker), and its threads sleep rather than spin
     between ops: stage workers share a node's cores, and spinning threads steal them from their
     neighbours. Warnings about the declared output shapes of a re-shaped model are silenced
     (level 3: errors only)."""
     import onnxruntime as ort
-    import torch
 
     providers: list = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -110,7 +110,7 @@ def _ort_session(model, device: str = "cpu"):
         providers = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.intra_op_num_threads = worker_threads()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, opts, providers=providers)
 

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 from pydantic import Field
-from scipy.signal import medfilt
+from scipy.ndimage import median_filter
 
 from common import media
 from common.media import AUDIO_RATE, VIDEO_FPS
@@ -106,7 +106,9 @@ def crop_boxes(boxes: np.ndarray, median_frames: int = 13) -> np.ndarray:
     k = min(k, len(b) if len(b) % 2 else max(1, len(b) - 1))
     s = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) / 2
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    return np.stack([medfilt(v, k) if k > 1 else v for v in (cx, cy, s)], 1)
+    # zero-padded ends, as the reference's scipy.signal.medfilt (whose module costs every worker
+    # process a second of imports)
+    return np.stack([median_filter(v, size=k, mode="constant", cval=0.0) if k > 1 else v for v in (cx, cy, s)], 1)
 
 
 def face_crop(gray: np.ndarray, cx: float, cy: float, bs: float, crop_scale: float = 0.40) -> np.ndarray:

@@ -84,7 +84,7 @@ class VisualStage(Stage):
             w, h = info.width, info.height
         aw, ah = media.fit_size(w, h, self.cfg.faces.analysis_max_side)
         self.decode_passes += 1
-        frames, _ = media.decode_video(row["video"], width=aw, height=ah)
+        frames, _ = media.decode_video(row["video"], width=aw, height=ah, expected_frames=row.get("num_frames"))
         return frames
 
     def process(self, row: dict) -> StageResult:
