@@ -2,7 +2,11 @@
 into an H.264 mp4 at a fixed frame rate; the audio comes cut to 16 kHz mono per window.
 
 Frames are resampled by time (for each output tick, the latest source frame shown at that
-instant), so VFR sources come out at a constant rate with correct timing. Source frame indices
+instant), so VFR sources come out at a constant rate with correct timing. Each window's motion
+is measured on the pictures it is made of (``pipeline.stages.visual.motion``), and its pictures
+are held back from the encoder until the window cannot be still: a still or chaotic window is a
+ledger row (``motion``), never encoded, and never decoded again by the visual stage. On the
+episodes of ``benchmarks/bench_long_source.py`` a fifth of the windows are stills. Source frame indices
 (``start_frame``/``end_frame``, end exclusive) count decoded frames whatever their timing; they
 come from the scene scan, which decodes every frame anyway.
 """
@@ -13,12 +17,15 @@ import json
 import math
 from typing import Literal, Optional
 
+import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
 from common.fs import redact
 from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_pictures
 from pipeline.source.scenes import Window
+from pipeline.stages.visual.motion import MotionConfig, MotionMeter, gray_size
+from pipeline.stages.visual.motion import backend_label as motion_backend
 from schemas.base import Strict
 
 
@@ -88,13 +95,15 @@ class SeekMissed(RuntimeError):
 
 
 def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[np.ndarray]], cfg: ClipsConfig,
-                src_width: int, src_height: int, seek: bool = False, final: bool = True) -> list[dict]:
+                src_width: int, src_height: int, seek: bool = False, final: bool = True,
+                motion: Optional[MotionConfig] = None) -> list[dict]:
     """Rows for ``windows`` (consecutive, spans known), encoded in one pass over the source's
     frames. ``seek``: start decoding at the last keyframe before the first window instead of the
     beginning (a later segment of a long source); ``final``: these windows end the source, so the
-    last one runs to the end of the video stream. ``audio``: each window's samples, or None."""
+    last one runs to the end of the video stream. ``audio``: each window's samples, or None.
+    ``motion``: measure each window's motion, and reject still and chaotic ones unencoded."""
     width, height = fit_size(src_width, src_height, cfg.max_side)
-    states = [_WindowState(w, cfg) for w in windows]
+    states = [_WindowState(w, cfg, motion, width, height) for w in windows]
     prev = None  # the latest decoded picture
     prev_t = 0.0
     failure: Optional[str] = None
@@ -123,7 +132,11 @@ def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[n
             st.emit_until(max(w.end_s, last_frame_end) if final else w.end_s, prev, width, height, final=True)
         elif prev is not None and st.complete_before(prev_t):
             st.emit_until(w.end_s, prev, width, height, final=True)
-        if st.data is None or (failure is not None and not st.complete_before(prev_t)):
+        if st.motion is not None:
+            r.update(motion_score=round(st.motion[0], 4), motion_class=st.motion[1])
+        if st.still and (failure is None or st.complete_before(prev_t)):
+            r.update(status="rejected", reject_stage="motion", reject_reason=st.motion[1])
+        elif st.data is None or (failure is not None and not st.complete_before(prev_t)):
             r.update(status="error", reject_stage="clips",
                      reject_reason=f"decode_failed: {failure}" if failure else "no frames in window")
             st.abort()
@@ -132,23 +145,39 @@ def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[n
             r["num_frames"] = st.n
             if audio is not None:
                 r["audio_pcm"] = np.ascontiguousarray(audio[k], dtype=np.float32)
-        r["backends"] = json.dumps({"clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": cfg.crf,
-                                              "preset": cfg.preset, "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}},
-                                   sort_keys=True, separators=(",", ":"))
+        label = {"clips": {"backend": "pyav", "fallback": False, "encoder": "libx264", "crf": cfg.crf,
+                           "preset": cfg.preset, "fps": cfg.fps, "audio": f"{AUDIO_RATE} Hz mono"}}
+        if motion is not None:
+            label["motion"] = motion_backend(motion)
+        r["backends"] = json.dumps(label, sort_keys=True, separators=(",", ":"))
         rows.append(r)
     return rows
+
+
+# Limited-range luma (16-235) to the full-range gray the visual stage measures flow on.
+_FULL_RANGE = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(np.uint8)
+# Pictures a window holds back from its encoder while it may be still, at most (bytes). A still
+# 10 s window of 1280 x 720 is 345 MB: one held longer is encoded (and still rejected).
+HOLD_BYTES = 384 * 1024**2
 
 
 class _WindowState:
     """Encoder state of one window while the source is decoded once for all windows."""
 
-    def __init__(self, w: Window, cfg: ClipsConfig):
+    def __init__(self, w: Window, cfg: ClipsConfig, motion: Optional[MotionConfig], width: int, height: int):
         self.w = w
         self.cfg = cfg
         self.ticks = max(1, int(math.floor(w.duration * cfg.fps + 1e-6)))
         self.n = 0
         self.writer: Optional[Mp4Writer] = None
         self.data: Optional[bytes] = None
+        self.meter = MotionMeter(motion, self.ticks) if motion is not None else None
+        self.gray_size = gray_size(width, height, motion) if motion is not None else None
+        # pictures held back while the window may be still (None: the encoder has them all)
+        self.held: Optional[list] = [] if motion is not None else None
+        self.max_held = max(1, HOLD_BYTES // (width * height * 3 // 2))
+        self.motion: Optional[tuple[float, str]] = None  # (score, class) once the window is full
+        self.still = False  # still or chaotic: not a clip
 
     def tick_time(self, k: int) -> float:
         return self.w.start_s + k / self.cfg.fps
@@ -156,17 +185,45 @@ class _WindowState:
     def emit_until(self, t_next: float, frame, width: int, height: int, final: bool = False) -> None:
         """Emit every tick before ``t_next`` with ``frame`` (the latest frame shown then)."""
         while self.n < self.ticks and (self.tick_time(self.n) < t_next - 1e-6 or (final and self.tick_time(self.n) < t_next + 1e-6)):
-            if self.writer is None:
-                self.writer = Mp4Writer(width, height, self.cfg.fps, self.cfg.crf, self.cfg.preset)
-            self.writer.write(frame)
+            if self.meter is not None and self.meter.wants(self.n):
+                self.meter.add(_gray(frame, self.gray_size))
+            if self.held is not None and (self.meter.cannot_be_static() or len(self.held) >= self.max_held):
+                self._release(width, height)
+            if self.held is not None:
+                self.held.append(frame)
+            else:
+                self._write(frame, width, height)
             self.n += 1
-        if self.n == self.ticks and self.writer is not None and self.data is None:
-            self.data = self.writer.close()  # free the encoder as soon as the window is full
+        if self.n == self.ticks and self.data is None and not self.still:
+            self._finish(width, height)
+
+    def _write(self, frame, width: int, height: int) -> None:
+        if self.writer is None:
+            self.writer = Mp4Writer(width, height, self.cfg.fps, self.cfg.crf, self.cfg.preset)
+        self.writer.write(frame)
+
+    def _release(self, width: int, height: int) -> None:
+        held, self.held = self.held, None
+        for f in held:
+            self._write(f, width, height)
+
+    def _finish(self, width: int, height: int) -> None:
+        if self.meter is not None:
+            self.motion = self.meter.result()
+            if self.motion[1] != "normal":
+                self.still, self.held = True, None
+                self.abort()  # free the encoder as soon as the window is full
+                return
+            if self.held is not None:
+                self._release(width, height)
+        if self.writer is not None:
+            self.data = self.writer.close()
 
     def complete_before(self, t: float) -> bool:
         return self.w.end_s <= t + 1e-6
 
     def abort(self) -> None:
+        self.held = None
         if self.writer is not None and self.data is None:
             try:
                 self.writer.close()
@@ -174,3 +231,9 @@ class _WindowState:
                 pass
             self.writer = None
 
+
+def _gray(picture, size: tuple[int, int]) -> np.ndarray:
+    """The flow picture of a decoded YUV picture: its luma, shrunk, in full range."""
+    plane = picture.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(picture.height, plane.line_size)[:, :picture.width]
+    return cv2.LUT(cv2.resize(y, size, interpolation=cv2.INTER_AREA), _FULL_RANGE)

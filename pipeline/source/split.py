@@ -258,7 +258,7 @@ def _cut_sandboxed(seg: Segment, cfg: CurateConfig, seek: bool) -> list[dict]:
 def _cut(seg: Segment, cfg: CurateConfig, seek: bool) -> list[dict]:
     src = seg.source
     return cut_windows(open_source(src["source_uri"]), src, seg.windows, seg.audio, cfg.clips,
-                       src["src_width"], src["src_height"], seek=seek, final=seg.final)
+                       src["src_width"], src["src_height"], seek=seek, final=seg.final, motion=cfg.visual.motion)
 
 
 def _window_error(src: dict, w: Window, reason: str) -> dict:

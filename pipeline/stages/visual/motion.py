@@ -1,4 +1,10 @@
-"""Optical-flow motion on the shared (downscaled) decode: motion_score and static/normal/chaotic."""
+"""Optical-flow motion: motion_score and static/normal/chaotic, on small gray pictures.
+
+Measured where the pictures first exist: the clip cut feeds a :class:`MotionMeter` the pictures
+it encodes (``pipeline.source.clips``), so a still or chaotic window is rejected before it is
+encoded; the visual stage measures a clip's decoded frames only when the cut did not (rows made
+elsewhere).
+"""
 from __future__ import annotations
 
 from typing import Literal
@@ -23,29 +29,55 @@ class MotionConfig(Strict):
     chaotic_min: float = Field(6.0, gt=0)
 
 
-def _gray_small(frames: np.ndarray, width: int) -> list[np.ndarray]:
-    h, w = frames.shape[1:3]
-    width = min(width, w)
-    height = max(8, int(round(h * width / w)))
-    return [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (width, height), interpolation=cv2.INTER_AREA)
-            for f in frames]
+def gray_size(width: int, height: int, cfg: MotionConfig) -> tuple[int, int]:
+    """(w, h) of the flow pictures for frames of ``width`` x ``height``."""
+    w = min(cfg.analysis_width, width)
+    return w, max(8, int(round(height * w / width)))
+
+
+class MotionMeter:
+    """Mean flow magnitude of a clip of ``num_frames`` frames, fed the gray picture of every
+    ``step``-th frame (:meth:`wants` says which) as it comes: flow between frames t and
+    t + step, divided by step (px/frame at ``cfg.analysis_width``)."""
+
+    def __init__(self, cfg: MotionConfig, num_frames: int):
+        self.cfg = cfg
+        self.step = cfg.frame_step if num_frames > cfg.frame_step else 1
+        self.pairs = max(0, -(-num_frames // self.step) - 1)  # pairs a full clip has
+        if cfg.method == "dis":
+            dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            self._calc = lambda a, b: dis.calc(a, b, None)
+        else:
+            self._calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        self._last = None
+        self.mags: list[float] = []
+
+    def wants(self, frame_index: int) -> bool:
+        return frame_index % self.step == 0
+
+    def add(self, gray: np.ndarray) -> None:
+        if self._last is not None:
+            fl = self._calc(self._last, gray)
+            self.mags.append(float(np.sqrt((fl ** 2).sum(-1)).mean()) / self.step)
+        self._last = gray
+
+    def cannot_be_static(self) -> bool:
+        """Whatever the rest of the clip, its mean is already at least ``static_max``."""
+        return self.pairs > 0 and sum(self.mags) >= self.cfg.static_max * self.pairs
+
+    def result(self) -> tuple[float, str]:
+        score = float(np.mean(self.mags)) if self.mags else 0.0
+        return score, motion_class(score, self.cfg)
 
 
 def flow_magnitudes(frames: np.ndarray, cfg: MotionConfig) -> np.ndarray:
     """Mean flow magnitude (px/frame at ``cfg.analysis_width``) of each frame pair t, t+step."""
-    step = cfg.frame_step if len(frames) > cfg.frame_step else 1
-    # pairs (t, t + step) for t = 0, step, 2 step ...: only every step-th frame is looked at
-    gray = _gray_small(frames[::step], cfg.analysis_width)
-    if cfg.method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        calc = lambda a, b: dis.calc(a, b, None)  # noqa: E731
-    else:
-        calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # noqa: E731
-    mags = []
-    for a, b in zip(gray, gray[1:]):
-        fl = calc(a, b)
-        mags.append(float(np.sqrt((fl ** 2).sum(-1)).mean()) / step)
-    return np.asarray(mags, np.float64)
+    meter = MotionMeter(cfg, len(frames))
+    h, w = frames.shape[1:3]
+    size = gray_size(w, h, cfg)
+    for f in frames[::meter.step]:
+        meter.add(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA))
+    return np.asarray(meter.mags, np.float64)
 
 
 def motion_class(score: float, cfg: MotionConfig) -> str:

@@ -1,4 +1,5 @@
-"""The visual stage: one shared decode per clip feeding motion -> faces -> shot size -> lip-sync.
+"""The visual stage: one shared decode per clip feeding motion -> faces -> shot size -> lip-sync
+(motion comes measured by the clip cut, which already rejected still and chaotic windows).
 
 Rejections name their sub-stage in the ledger (``faces``/``motion``); a lip-sync below the
 acceptance threshold does not reject, it only blocks st2v (the clip can still be t2v).
@@ -95,8 +96,12 @@ class VisualStage(Stage):
         fc = self.cfg.faces
 
         # motion first: a still or chaotic clip is rejected whatever its faces, and flow on the
-        # small gray frames costs a fraction of face detection
-        motion_score, motion_cls = analyse_motion(frames, self.cfg.motion)
+        # small gray frames costs a fraction of face detection. The cut measures it on the
+        # pictures it encodes (and rejects stills unencoded); a row made elsewhere is measured here.
+        if row.get("motion_class") is not None:
+            motion_score, motion_cls = float(row["motion_score"]), str(row["motion_class"])
+        else:
+            motion_score, motion_cls = analyse_motion(frames, self.cfg.motion)
         out = {"motion_score": round(motion_score, 4), "motion_class": motion_cls}
         if motion_cls != "normal":
             return StageResult.rejected(motion_cls, substage="motion", **out)
