@@ -20,8 +20,8 @@ from schemas.rows import SCHEMA_VERSION, SHOT_SIZES
 
 # Pipeline order of stages, so the funnel reads top to bottom as the data
 # flowed; stages a run reports under other names are appended after these.
-STAGE_ORDER = ("ingest", "probe", "scenes", "split", "clips", "cut", "speech", "music", "audio_embed",
-               "faces", "sync", "lipsync", "motion", "speakers", "character", "caption", "route", "finalize", "write")
+STAGE_ORDER = ("ingest", "probe", "scenes", "split", "clips", "cut", "motion", "speech", "music", "audio_embed",
+               "faces", "sync", "lipsync", "speakers", "character", "caption", "route", "finalize", "write")
 SCORES = ("speech_ratio", "music_ratio", "sync_offset", "sync_conf", "sync_dist", "motion_score",
           "num_faces", "face_height_ratio", "speech_attribution", "duration_s")
 SCORE_UNITS = {"sync_offset": "frames @25fps", "motion_score": "px/frame", "duration_s": "s",

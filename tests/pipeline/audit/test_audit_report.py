@@ -58,7 +58,7 @@ def test_summary_counts_match_the_dataset(synthetic_report):
     assert sum(removed.values()) == len(rejected)
     assert [st["stage"] for st in f["steps"]][:1] == ["clips cut"]
     assert f["steps"][-2]["remaining"] + f["steps"][-1]["remaining"] == len(kept)
-    assert list(removed) == ["speech", "faces", "motion"]  # pipeline order, not count order
+    assert list(removed) == ["motion", "speech", "faces"]  # pipeline order (motion at the cut), not count order
     assert f["t2v_route_reasons"] == {"no_speech": len(t2v)}
     assert s["scores"]["sync_conf"]["count"] + s["scores"]["sync_conf"]["not_computed"] == N
     # "snr-vad-gated" with a reason, and the weight-free sync inside the "visual" group
