@@ -17,14 +17,13 @@ import json
 import math
 from typing import Literal, Optional
 
-import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
 from common.fs import redact
 from common.media import AUDIO_RATE, VIDEO_FPS, MediaError, Mp4Writer, fit_size, iter_pictures
 from pipeline.source.scenes import Window
-from pipeline.stages.visual.motion import MotionConfig, MotionMeter, gray_size
+from pipeline.stages.visual.motion import MotionConfig, MotionMeter, gray_from_yuv, gray_size
 from pipeline.stages.visual.motion import backend_label as motion_backend
 from schemas.base import Strict
 
@@ -154,8 +153,6 @@ def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[n
     return rows
 
 
-# Limited-range luma (16-235) to the full-range gray the visual stage measures flow on.
-_FULL_RANGE = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(np.uint8)
 # Pictures a window holds back from its encoder while it may be still, at most (bytes). A still
 # 10 s window of 1280 x 720 is 345 MB: one held longer is encoded (and still rejected).
 HOLD_BYTES = 384 * 1024**2
@@ -186,7 +183,7 @@ class _WindowState:
         """Emit every tick before ``t_next`` with ``frame`` (the latest frame shown then)."""
         while self.n < self.ticks and (self.tick_time(self.n) < t_next - 1e-6 or (final and self.tick_time(self.n) < t_next + 1e-6)):
             if self.meter is not None and self.meter.wants(self.n):
-                self.meter.add(_gray(frame, self.gray_size))
+                self.meter.add(gray_from_yuv(frame, self.gray_size))
             if self.held is not None and (self.meter.cannot_be_static() or len(self.held) >= self.max_held):
                 self._release(width, height)
             if self.held is not None:
@@ -231,9 +228,3 @@ class _WindowState:
                 pass
             self.writer = None
 
-
-def _gray(picture, size: tuple[int, int]) -> np.ndarray:
-    """The flow picture of a decoded YUV picture: its luma, shrunk, in full range."""
-    plane = picture.planes[0]
-    y = np.frombuffer(plane, np.uint8).reshape(picture.height, plane.line_size)[:, :picture.width]
-    return cv2.LUT(cv2.resize(y, size, interpolation=cv2.INTER_AREA), _FULL_RANGE)

@@ -35,6 +35,18 @@ def gray_size(width: int, height: int, cfg: MotionConfig) -> tuple[int, int]:
     return w, max(8, int(round(height * w / width)))
 
 
+# Limited-range luma (16-235) to the full-range gray that flow is measured on from RGB frames.
+_FULL_RANGE = np.clip((np.arange(256) - 16) * 255 / 219 + 0.5, 0, 255).astype(np.uint8)
+
+
+def gray_from_yuv(picture, size: tuple[int, int]) -> np.ndarray:
+    """The flow picture of a decoded YUV picture (``av.VideoFrame``): its luma, shrunk to
+    ``size``, in full range, as :func:`flow_magnitudes` makes it from an RGB frame."""
+    plane = picture.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(picture.height, plane.line_size)[:, :picture.width]
+    return cv2.LUT(cv2.resize(y, size, interpolation=cv2.INTER_AREA), _FULL_RANGE)
+
+
 class MotionMeter:
     """Mean flow magnitude of a clip of ``num_frames`` frames, fed the gray picture of every
     ``step``-th frame (:meth:`wants` says which) as it comes: flow between frames t and
@@ -51,6 +63,7 @@ class MotionMeter:
             self._calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         self._last = None
         self.mags: list[float] = []
+        self._sum = 0.0
 
     def wants(self, frame_index: int) -> bool:
         return frame_index % self.step == 0
@@ -59,11 +72,12 @@ class MotionMeter:
         if self._last is not None:
             fl = self._calc(self._last, gray)
             self.mags.append(float(np.sqrt((fl ** 2).sum(-1)).mean()) / self.step)
+            self._sum += self.mags[-1]
         self._last = gray
 
     def cannot_be_static(self) -> bool:
         """Whatever the rest of the clip, its mean is already at least ``static_max``."""
-        return self.pairs > 0 and sum(self.mags) >= self.cfg.static_max * self.pairs
+        return self.pairs > 0 and self._sum >= self.cfg.static_max * self.pairs
 
     def result(self) -> tuple[float, str]:
         score = float(np.mean(self.mags)) if self.mags else 0.0
