@@ -115,7 +115,7 @@ def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[n
                 if prev is not None:
                     st.emit_until(t, prev, width, height)
             prev, prev_t = frame, t
-            if not final and all(st.data is not None for st in states):
+            if not final and all(st.done for st in states):
                 break  # the rest of the source belongs to later segments
     except MediaError as e:
         failure = str(e)
@@ -175,6 +175,11 @@ class _WindowState:
         self.max_held = max(1, HOLD_BYTES // (width * height * 3 // 2))
         self.motion: Optional[tuple[float, str]] = None  # (score, class) once the window is full
         self.still = False  # still or chaotic: not a clip
+
+    @property
+    def done(self) -> bool:
+        """Every tick emitted: encoded, or judged still or chaotic."""
+        return self.data is not None or self.still
 
     def tick_time(self, k: int) -> float:
         return self.w.start_s + k / self.cfg.fps

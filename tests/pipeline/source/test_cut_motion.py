@@ -85,3 +85,21 @@ def test_real_clips_talking_is_measured_as_on_the_decoded_clip_and_a_still_lands
             frames, _ = media.decode_video(r["video"], width=aw, height=ah)
             score, cls = analyse_motion(frames, cfg.visual.motion)
             assert r["motion_class"] == cls == "normal" and r["motion_score"] == pytest.approx(score, rel=0.02)
+
+
+def test_a_segment_ending_in_a_still_window_stops_decoding_at_its_end(still_then_moving, monkeypatch):
+    """A later segment's frames are not decoded for this one, whether its last window was
+    encoded or judged still."""
+    decoded = []
+    real = media.iter_pictures
+
+    def counting(*a, **k):
+        for t, f in real(*a, **k):
+            decoded.append(t)
+            yield t, f
+
+    monkeypatch.setattr(clips, "iter_pictures", counting)
+    (still,) = cut_windows(still_then_moving, SOURCE, [Window(0, 0, 0.0, 2.0)], None, ClipsConfig(), 128, 96,
+                           final=False, motion=MotionConfig())
+    assert still["reject_reason"] == "static"
+    assert 2.0 <= max(decoded) < 2.2  # one frame past the window, not the 6 s source
