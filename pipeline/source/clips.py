@@ -95,19 +95,20 @@ class SeekMissed(RuntimeError):
 
 def cut_windows(src, source: dict, windows: list[Window], audio: Optional[list[np.ndarray]], cfg: ClipsConfig,
                 src_width: int, src_height: int, seek: bool = False, final: bool = True,
-                motion: Optional[MotionConfig] = None) -> list[dict]:
+                motion: Optional[MotionConfig] = None, threads: Optional[int] = None) -> list[dict]:
     """Rows for ``windows`` (consecutive, spans known), encoded in one pass over the source's
     frames. ``seek``: start decoding at the last keyframe before the first window instead of the
     beginning (a later segment of a long source); ``final``: these windows end the source, so the
     last one runs to the end of the video stream. ``audio``: each window's samples, or None.
-    ``motion``: measure each window's motion, and reject still and chaotic ones unencoded."""
+    ``motion``: measure each window's motion, and reject still and chaotic ones unencoded.
+    ``threads``: the decoder's and each encoder's threads (``common.media.media_threads``)."""
     width, height = fit_size(src_width, src_height, cfg.max_side)
-    states = [_WindowState(w, cfg, motion, width, height) for w in windows]
+    states = [_WindowState(w, cfg, motion, width, height, threads) for w in windows]
     prev = None  # the latest decoded picture
     prev_t = 0.0
     failure: Optional[str] = None
     try:
-        frames = iter_pictures(src, width, height, start_s=windows[0].start_s if seek else None)
+        frames = iter_pictures(src, width, height, start_s=windows[0].start_s if seek else None, threads=threads)
         for t, frame in frames:
             if prev is None and seek and t > windows[0].start_s + 1e-6:
                 raise SeekMissed(f"seek landed at {t:.3f}s, after the first window at {windows[0].start_s:.3f}s")
@@ -161,8 +162,10 @@ HOLD_BYTES = 384 * 1024**2
 class _WindowState:
     """Encoder state of one window while the source is decoded once for all windows."""
 
-    def __init__(self, w: Window, cfg: ClipsConfig, motion: Optional[MotionConfig], width: int, height: int):
+    def __init__(self, w: Window, cfg: ClipsConfig, motion: Optional[MotionConfig], width: int, height: int,
+                 threads: Optional[int] = None):
         self.w = w
+        self.threads = threads
         self.cfg = cfg
         self.ticks = max(1, int(math.floor(w.duration * cfg.fps + 1e-6)))
         self.n = 0
@@ -201,7 +204,7 @@ class _WindowState:
 
     def _write(self, frame, width: int, height: int) -> None:
         if self.writer is None:
-            self.writer = Mp4Writer(width, height, self.cfg.fps, self.cfg.crf, self.cfg.preset)
+            self.writer = Mp4Writer(width, height, self.cfg.fps, self.cfg.crf, self.cfg.preset, threads=self.threads)
         self.writer.write(frame)
 
     def _release(self, width: int, height: int) -> None:

@@ -13,6 +13,7 @@ import av
 import numpy as np
 from pydantic import Field, model_validator
 
+from common.media import decoder_threads, media_threads
 from schemas.base import Strict
 
 
@@ -100,11 +101,12 @@ class SceneScan:
         return [s.start_s for s in self.scenes[1:]]
 
 
-def detect_scenes(src: Union[str, object], cfg: ScenesConfig) -> SceneScan:
-    """Scenes covering the whole video, from PySceneDetect on its own (downscaled) decode."""
+def detect_scenes(src: Union[str, object], cfg: ScenesConfig, threads: Optional[int] = None) -> SceneScan:
+    """Scenes covering the whole video, from PySceneDetect on its own (downscaled) decode with
+    ``threads`` decoder threads (``common.media.media_threads``)."""
     from scenedetect import SceneManager
 
-    video = _recording_stream(src)
+    video = _recording_stream(src, threads)
     sm = SceneManager()
     sm.add_detector(make_detector(cfg))
     if cfg.downscale > 0:
@@ -134,7 +136,7 @@ class _LenientPyAV:
         return av.open(*args, **kwargs)
 
 
-def _recording_stream(src):
+def _recording_stream(src, threads: Optional[int] = None):
     import scenedetect.backends.pyav as backend
     from scenedetect.backends.pyav import VideoStreamAv
 
@@ -165,11 +167,14 @@ def _recording_stream(src):
             return out
 
     # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch
-    # FFmpeg's terminal logger on for the whole process. Frame threading, as in every decode of
-    # common.media (about 1.5x on two cores): the lockup scenedetect warns of needs FFmpeg's logs
-    # routed through Python, which stay off here.
+    # FFmpeg's terminal logger on for the whole process. Threads as in every decode of
+    # common.media (frame threading where the worker has more than one CPU): the lockup
+    # scenedetect warns of needs FFmpeg's logs routed through Python, which stay off here.
     name = src if isinstance(src, str) else "stream"
-    return RecordingStream(src, name=name, suppress_output=True, threading_mode="AUTO")
+    n = media_threads(threads)
+    stream = RecordingStream(src, name=name, suppress_output=True, threading_mode=None if n == 1 else "AUTO")
+    decoder_threads(stream._video_stream, n)  # its stream is ours to set before the first frame
+    return stream
 
 
 def frame_span(times: np.ndarray, start_s: float, end_s: float) -> tuple[int, int]:

@@ -20,6 +20,7 @@ is marked ``retry`` so that a rerun does that source (or segment) again.
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
@@ -191,7 +192,7 @@ def _plan(item: dict, cfg: CurateConfig, skip: frozenset[int]) -> Iterator[Segme
         yield _failed(src, status, "ingest", reason, retry=bool(src.get("retry")))
         return
     try:
-        scan = detect_scenes(open_source(src["source_uri"]), cfg.scenes)
+        scan = detect_scenes(open_source(src["source_uri"]), cfg.scenes, threads=split_threads(cfg))
     except Exception as e:  # scenedetect raises its own types for undecodable input
         log.debug("%s", traceback.format_exc())
         yield _failed(src, "error", "scenes", f"scene_detection_failed: {type(e).__name__}: {e}")
@@ -258,7 +259,14 @@ def _cut_sandboxed(seg: Segment, cfg: CurateConfig, seek: bool) -> list[dict]:
 def _cut(seg: Segment, cfg: CurateConfig, seek: bool) -> list[dict]:
     src = seg.source
     return cut_windows(open_source(src["source_uri"]), src, seg.windows, seg.audio, cfg.clips,
-                       src["src_width"], src["src_height"], seek=seek, final=seg.final, motion=cfg.visual.motion)
+                       src["src_width"], src["src_height"], seek=seek, final=seg.final, motion=cfg.visual.motion,
+                       threads=split_threads(cfg))
+
+
+def split_threads(cfg: CurateConfig) -> int:
+    """Decoder and encoder threads of the scene scan and the cut: the CPUs a split task
+    reserves (its work runs in a sandbox child, which Ray's thread settings do not reach)."""
+    return max(1, math.floor(cfg.resources.split.num_cpus))
 
 
 def _window_error(src: dict, w: Window, reason: str) -> dict:
