@@ -125,7 +125,8 @@ def _task_fn(name: str, stages: list[type[Stage]], cfg: CurateConfig, res: Stage
 
 
 def _plan_fn(cfg: CurateConfig):
-    def fn(item: dict) -> Iterator[dict]:
+    def fn(row: dict) -> Iterator[dict]:
+        item = pickle.loads(row["item"])
         skip = frozenset(item.pop("done_segments", ()))
         for seg in plan_source(item, cfg, skip):
             yield {"seg": _dump(seg)}
@@ -156,7 +157,10 @@ def build_ray_dataset(items: list[dict], cfg: CurateConfig, emb_dim: int):
     from ray.data import ActorPoolStrategy
 
     r = cfg.resources
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    # items travel pickled, as they are (a scene scan made with the facts holds arrays and
+    # objects that Arrow would convert or refuse)
+    rows = [{"item": pickle.dumps(it, protocol=5)} for it in items]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.flat_map(_plan_fn(cfg), num_cpus=r.split.num_cpus)
     ds = ds.map(_cut_fn(cfg), num_cpus=r.split.num_cpus)
     for name, stages, res in stage_plan(cfg):
