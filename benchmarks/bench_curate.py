@@ -48,17 +48,19 @@ def cli_cuts(f: Path, tmp: Path) -> tuple[list[int], float]:
     return [int(r["Start Frame"]) - 1 for r in rows[1:]], dt  # CSV frames are 1-based
 
 
-def worker_peak_rss_mb(f: Path, out: Path) -> float:
+def worker_peak_rss_mb(f: Path) -> float:
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(ROOT)!r})
 from pipeline.engine.config import load_config
-from pipeline.engine.curate import run_curate
-run_curate(load_config(None, [], inputs=[{str(f)!r}], output={str(out)!r}), "local")
+from pipeline.engine.runners import iter_local
+cfg = load_config(None, [], inputs=[{str(f)!r}], output="unused")
+for rec in iter_local([{{"source_uri": {str(f)!r}}}], cfg, 768):
+    pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
-    return float(res.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -101,10 +103,8 @@ def main() -> None:
     print(f"scene split (AdaptiveDetector): ours {ours:.1f} s, scenedetect CLI {cli:.1f} s (incl. process start), "
           f"ratio ours/cli {ours / cli:.2f}; cuts identical on all files: {same}")
     longest = max(files, key=lambda f: media.probe(str(f)).duration_s)
-    print(f"peak RSS of one worker running every stage on the longest input ({longest.name}):", end="")
-    with tempfile.TemporaryDirectory() as d:
-        mb = worker_peak_rss_mb(longest, Path(d) / "out")
-    print(f"  {mb:.0f} MiB")
+    print(f"peak RSS of one worker running every stage on the longest input ({longest.name}): "
+          f"{worker_peak_rss_mb(longest):.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -155,13 +155,9 @@ def step_shares(paths: list[Path], overrides: list[str] = ()) -> dict[str, float
     wrap(speakers.SpeakerScorer, "scores", "  speakers: LR-ASD")
     ops = [(name, build_stages(stages, cfg), res) for name, stages, res in stage_plan(cfg)]
     for path in paths:
-        # as a job does it: the facts first (for a source within the fingerprint's span they
-        # include its scene scan), then the plan
-        item = timed("facts (hash, probe, fingerprint; scan of a short source)", split.source_facts,
-                     {"source_uri": str(path)}, cfg)
-        plan = split.plan_source(item, cfg)
+        plan = split.plan_source({"source_uri": str(path)}, cfg)
         while True:
-            seg = timed("plan (scene scan of a long source, audio)", next, plan, None)
+            seg = timed("plan (probe, scene scan, audio)", next, plan, None)
             if seg is None:
                 break
             seg = timed("cut (decode + encode)", split.cut_segment, seg, cfg)

@@ -125,8 +125,7 @@ def _task_fn(name: str, stages: list[type[Stage]], cfg: CurateConfig, res: Stage
 
 
 def _plan_fn(cfg: CurateConfig):
-    def fn(row: dict) -> Iterator[dict]:
-        item = pickle.loads(row["item"])
+    def fn(item: dict) -> Iterator[dict]:
         skip = frozenset(item.pop("done_segments", ()))
         for seg in plan_source(item, cfg, skip):
             yield {"seg": _dump(seg)}
@@ -157,10 +156,7 @@ def build_ray_dataset(items: list[dict], cfg: CurateConfig, emb_dim: int):
     from ray.data import ActorPoolStrategy
 
     r = cfg.resources
-    # items travel pickled, as they are (a scene scan made with the facts holds arrays and
-    # objects that Arrow would convert or refuse)
-    rows = [{"item": pickle.dumps(it, protocol=5)} for it in items]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(_plan_fn(cfg), num_cpus=r.split.num_cpus)
     ds = ds.map(_cut_fn(cfg), num_cpus=r.split.num_cpus)
     for name, stages, res in stage_plan(cfg):

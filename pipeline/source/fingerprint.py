@@ -82,19 +82,15 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(a.tobytes()).decode("ascii")
 
 
-def fingerprint(src, has_audio: bool, cfg: FingerprintConfig, video: Optional["StepImages"] = None) -> Fingerprint:
+def fingerprint(src, has_audio: bool, cfg: FingerprintConfig) -> Fingerprint:
     """The fingerprint of the first ``cfg.span_s`` seconds of ``src`` (a path, or a callable
-    returning a fresh file object: the source is opened once per stream). Decode errors end a
-    stream's part early and clear ``clean``; what decoded before them is kept. ``video``: step
-    images already filled by another decode of the span (the scene scan of a short source),
-    which then only the sound is decoded for."""
+    returning a fresh file object: the source is opened once per stream). Decode errors end a stream's part early
+    and clear ``clean``; what decoded before them is kept."""
     try:
-        if video is None:
-            video = _video_steps(src() if callable(src) else src, cfg)
-        hashes, video_ok = video.hashes()
-        clean = video.error is None
+        video, video_ok, error = _video_hashes(src() if callable(src) else src, cfg)
+        clean = error is None
     except MediaError:
-        hashes, video_ok, clean = np.zeros(0, np.uint64), np.zeros(0, bool), False
+        video, video_ok, clean = np.zeros(0, np.uint64), np.zeros(0, bool), False
     audio, audio_ok = np.zeros(0, np.uint16), np.zeros(0, bool)
     if has_audio:
         try:
@@ -103,72 +99,45 @@ def fingerprint(src, has_audio: bool, cfg: FingerprintConfig, video: Optional["S
             audio, audio_ok = audio_bits(pcm[:nz[-1] + 1] if nz.size else pcm[:0], cfg)
         except (MediaError, StopIteration):
             clean = False
-    return Fingerprint(hashes, video_ok, audio, audio_ok, cfg.video_step_s, cfg.audio_hop_s, clean)
+    return Fingerprint(video, video_ok, audio, audio_ok, cfg.video_step_s, cfg.audio_hop_s, clean)
 
 
-class StepImages:
-    """The mean 32x32 grey image of each ``video_step_s`` of the span, filled frame by frame
-    from any decode of the source (its own, or the scene scan's)."""
-
-    def __init__(self, cfg: FingerprintConfig):
-        self.cfg = cfg
-        self.n = int(np.ceil(cfg.span_s / cfg.video_step_s - 1e-9))
-        self.acc = np.zeros((self.n, 32, 32), np.float64)
-        self.cnt = np.zeros(self.n, np.int64)
-        self.last: Optional[np.ndarray] = None
-        self.last_k = -1
-        self.error: Optional[str] = None  # a decode error that ended the span early
-        self.full = False  # a frame past the span came: later frames change nothing
-
-    def add_frame(self, t: float, frame) -> bool:
-        """A decoded ``av.VideoFrame`` shown at ``t`` (seconds from the container start);
-        False once the span is complete."""
-        if not self.full:
-            self.add(t, frame.to_ndarray(format="gray", width=32, height=32, interpolation="AREA"))
-        return not self.full
-
-    def add(self, t: float, img: np.ndarray) -> None:
-        k = int(np.floor(t / self.cfg.video_step_s + 1e-9))
-        if k < 0 or self.full:
-            return
-        # steps no frame fell in (a low or variable frame rate) show the previous frame
-        if self.last is not None:
-            for j in range(self.last_k + 1, min(k, self.n)):
-                self.acc[j] += self.last
-                self.cnt[j] += 1
-        if k >= self.n:
-            self.last_k, self.full = self.n - 1, True
-            return
-        self.acc[k] += img
-        self.cnt[k] += 1
-        self.last, self.last_k = img.astype(np.float64), k
-
-    def hashes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(pHash per step, step usable); raises MediaError when no frame came."""
-        used = int(self.last_k + 1)
-        if used <= 0:
-            raise MediaError("no video frames in the fingerprint span")
-        means = self.acc[:used] / np.maximum(self.cnt[:used], 1)[:, None, None]
-        ok = (self.cnt[:used] > 0) & (means.reshape(used, -1).std(axis=1) >= self.cfg.flat_std)
-        return phash(means), ok
-
-
-def _video_steps(src, cfg: FingerprintConfig) -> StepImages:
-    """The span's step images from a decode of its own. Frames no other frame refers to are
-    skipped (most B-frames: half the frames at well under half the cost); a step's mean image
-    barely changes with the frames left out, as with a copy at another frame rate."""
-    steps = StepImages(cfg)
+def _video_hashes(src, cfg: FingerprintConfig) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
+    """(hashes, usable, decode error or None); raises MediaError when nothing decoded."""
+    step = cfg.video_step_s
+    n = int(np.ceil(cfg.span_s / step - 1e-9))
+    acc = np.zeros((n, 32, 32), np.float64)
+    cnt = np.zeros(n, np.int64)
+    last: Optional[np.ndarray] = None
+    last_k = -1
+    error = None
     frames = iter_frames(src, fmt="gray", width=32, height=32, interpolation="AREA", skip_nonref=True)
     try:
         for t, img in frames:
-            steps.add(t, img)
-            if steps.full:
+            k = int(np.floor(t / step + 1e-9))
+            if k < 0:
+                continue
+            # steps no frame fell in (a low or variable frame rate) show the previous frame
+            if last is not None:
+                for j in range(last_k + 1, min(k, n)):
+                    acc[j] += last
+                    cnt[j] += 1
+            if k >= n:
+                last_k = n - 1
                 break
+            acc[k] += img
+            cnt[k] += 1
+            last, last_k = img.astype(np.float64), k
     except MediaError as e:
-        steps.error = str(e)
+        error = str(e)
     finally:
         frames.close()
-    return steps
+    used = int(last_k + 1)
+    if used <= 0:
+        raise MediaError("no video frames in the fingerprint span")
+    means = acc[:used] / np.maximum(cnt[:used], 1)[:, None, None]
+    ok = (cnt[:used] > 0) & (means.reshape(used, -1).std(axis=1) >= cfg.flat_std)
+    return phash(means), ok, error
 
 
 def phash(images: np.ndarray) -> np.ndarray:

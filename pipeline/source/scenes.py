@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import av
 import numpy as np
@@ -95,22 +95,18 @@ class SceneScan:
     scenes: list[Scene]
     frame_times: np.ndarray  # seconds from the container start, one per decoded frame
     keyframes: list[tuple[float, int]]  # (time, frame index) of every keyframe
-    decode_failures: int = 0  # packets the decoder refused (PySceneDetect skips them and goes on)
 
     @property
     def cuts(self) -> list[float]:
         return [s.start_s for s in self.scenes[1:]]
 
 
-def detect_scenes(src: Union[str, object], cfg: ScenesConfig, threads: Optional[int] = None,
-                  on_frame: Optional[Callable[[float, av.VideoFrame], bool]] = None) -> SceneScan:
+def detect_scenes(src: Union[str, object], cfg: ScenesConfig, threads: Optional[int] = None) -> SceneScan:
     """Scenes covering the whole video, from PySceneDetect on its own (downscaled) decode with
-    ``threads`` decoder threads (``common.media.media_threads``). ``on_frame(t, frame)`` sees
-    every decoded picture, for another analysis sharing this decode; its returning False ends
-    the scan there (the scenes then cover only the frames before)."""
+    ``threads`` decoder threads (``common.media.media_threads``)."""
     from scenedetect import SceneManager
 
-    video = _recording_stream(src, threads, on_frame)
+    video = _recording_stream(src, threads)
     sm = SceneManager()
     sm.add_detector(make_detector(cfg))
     if cfg.downscale > 0:
@@ -122,8 +118,7 @@ def detect_scenes(src: Union[str, object], cfg: ScenesConfig, threads: Optional[
         scenes.append(Scene(i, float(a.seconds), float(b.seconds), int(a.frame_num), int(b.frame_num)))
     # the last scene ends where the video stream ends (PySceneDetect's end timecode), not at the
     # container duration, which an audio tail can make longer than the pictures
-    return SceneScan(scenes, np.asarray(video.times, dtype=np.float64), video.keyframes,
-                     int(getattr(video, "_decode_failures", 0)))
+    return SceneScan(scenes, np.asarray(video.times, dtype=np.float64), video.keyframes)
 
 
 class _LenientPyAV:
@@ -141,7 +136,7 @@ class _LenientPyAV:
         return av.open(*args, **kwargs)
 
 
-def _recording_stream(src, threads: Optional[int] = None, on_frame=None):
+def _recording_stream(src, threads: Optional[int] = None):
     import scenedetect.backends.pyav as backend
     from scenedetect.backends.pyav import VideoStreamAv
 
@@ -169,8 +164,6 @@ def _recording_stream(src, threads: Optional[int] = None, on_frame=None):
                 if f.key_frame:
                     self.keyframes.append((t, len(self.times)))
                 self.times.append(t)
-                if on_frame is not None and on_frame(t, f) is False:
-                    return False
             return out
 
     # suppress_output: PyAV's default (FFmpeg logs off); scenedetect would otherwise switch

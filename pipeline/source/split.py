@@ -10,9 +10,7 @@ handled in bounded memory and committed piece by piece:
 
 Before both, :func:`source_facts` (one task per input, all inputs before the plan) hashes,
 probes and fingerprints the source, so the driver can find duplicates first; the plan reuses
-those facts instead of reading the file again. A source no longer than the fingerprint's span
-is scene-scanned in the same decode as its fingerprint, and the plan takes that scan: such a
-source is decoded twice in all (scan, cut), not three times.
+those facts instead of reading the file again.
 
 Each of these runs its media work in a child process (``pipeline.source.sandbox``) with a time
 limit scaled by the media it reads. Whatever goes wrong with a source becomes a row with a
@@ -34,7 +32,7 @@ from common.media import MediaError, audio_slices
 from pipeline.engine.config import CurateConfig
 from pipeline.source import sandbox
 from pipeline.source.clips import SeekMissed, clip_id_for, cut_windows, failed_source_row, short_scene_row
-from pipeline.source.fingerprint import StepImages, fingerprint
+from pipeline.source.fingerprint import fingerprint
 from pipeline.source.ingest import IngestConfig, check_source, open_source, source_problem, source_size
 from pipeline.source.scenes import Window, detect_scenes, frame_span, windows_for
 
@@ -112,7 +110,7 @@ def source_facts(item: dict, cfg: CurateConfig) -> dict:
 
 def _facts(item: dict, cfg: CurateConfig) -> Iterator:
     """(in the child) Extend the limit by what the file's size and duration ask, then the facts."""
-    sb, fp_cfg = cfg.ingest.sandbox, cfg.ingest.near_duplicates.fingerprint
+    sb, near = cfg.ingest.sandbox, cfg.ingest.near_duplicates
     try:
         yield sandbox.Extend(source_size(item["source_uri"]) / (sb.min_read_mb_s * 1e6))
     except OSError:
@@ -120,37 +118,10 @@ def _facts(item: dict, cfg: CurateConfig) -> Iterator:
     src = check_source(item, cfg.ingest)
     src["checked"] = True
     if source_problem(src) is None:
-        yield sandbox.Extend(sb.per_media_s * min(fp_cfg.span_s, media_seconds(src, cfg.ingest)))
-        steps = None
-        if 0 < float(src.get("duration_s") or 0) <= fp_cfg.span_s:
-            steps = _scan_with_facts(src, cfg)
-            if steps is None:  # the fingerprint decodes after all (at most the span)
-                yield sandbox.Extend(sb.per_media_s * fp_cfg.span_s)
-        fp = fingerprint(lambda: open_source(src["source_uri"]), bool(src.get("has_audio")), fp_cfg, steps)
+        yield sandbox.Extend(sb.per_media_s * min(near.fingerprint.span_s, media_seconds(src, cfg.ingest)))
+        fp = fingerprint(lambda: open_source(src["source_uri"]), bool(src.get("has_audio")), near.fingerprint)
         src["fingerprint"] = fp.to_json()
     yield src
-
-
-def _scan_with_facts(src: dict, cfg: CurateConfig) -> Optional[StepImages]:
-    """A source no longer than the fingerprint's span is decoded whole for its fingerprint
-    anyway: the scene scan shares that decode (kept in ``src["scene_scan"]`` for the plan), which
-    saves one of the source's decodes. None where the scan failed or the video outlasts the span
-    (its declared duration was short): the fingerprint then decodes on its own, and the plan
-    scans (and reports what failed)."""
-    steps = StepImages(cfg.ingest.near_duplicates.fingerprint)
-    try:
-        scan = detect_scenes(open_source(src["source_uri"]), cfg.scenes, threads=split_threads(cfg),
-                             on_frame=steps.add_frame)
-    except Exception:  # scenedetect raises its own types for undecodable input
-        log.debug("%s", traceback.format_exc())
-        return None
-    if steps.full:
-        return None
-    if scan.decode_failures:
-        steps.error = f"{scan.decode_failures} packet(s) failed to decode"
-    if scan.scenes:
-        src["scene_scan"] = scan
-    return steps
 
 
 def pack_segments(windows: list[Window], short: list[Window], segment_s: float) -> list[tuple[list[Window], list[Window]]]:
@@ -220,10 +191,8 @@ def _plan(item: dict, cfg: CurateConfig, skip: frozenset[int]) -> Iterator[Segme
         status, reason = problem
         yield _failed(src, status, "ingest", reason, retry=bool(src.get("retry")))
         return
-    scan = src.pop("scene_scan", None)  # scanned with the facts (a short source)
     try:
-        if scan is None:
-            scan = detect_scenes(open_source(src["source_uri"]), cfg.scenes, threads=split_threads(cfg))
+        scan = detect_scenes(open_source(src["source_uri"]), cfg.scenes, threads=split_threads(cfg))
     except Exception as e:  # scenedetect raises its own types for undecodable input
         log.debug("%s", traceback.format_exc())
         yield _failed(src, "error", "scenes", f"scene_detection_failed: {type(e).__name__}: {e}")
