@@ -101,7 +101,7 @@ def plain_decode_s(path: Path) -> float:
     from common import media
 
     t = time.perf_counter()
-    for _ in media.iter_frames(str(path), threads=0):  # FFmpeg's own threading: its fastest alone
+    for _ in media.iter_frames(str(path), threads=0):
         pass
     media.decode_audio(str(path))
     return time.perf_counter() - t
